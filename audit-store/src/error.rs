@@ -1,0 +1,63 @@
+//! Errors of the store: a query the caller got wrong, or a database that failed.
+
+/// A query parameter that is malformed or out of range. The HTTP layer turns it into a 400
+/// naming [`InvalidQuery::parameter`].
+///
+/// ```
+/// use audit_store::Limit;
+/// let err = Limit::new(0).unwrap_err();
+/// assert_eq!(err.parameter(), "limit");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid `{parameter}`: {message}")]
+pub struct InvalidQuery {
+    parameter: &'static str,
+    message: String,
+}
+
+impl InvalidQuery {
+    /// An error about `parameter` (the name used in the HTTP API).
+    pub fn new(parameter: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            parameter,
+            message: message.into(),
+        }
+    }
+    /// The parameter at fault, named as in the HTTP API (`cursor`, `limit`, `from`, ...).
+    pub fn parameter(&self) -> &'static str {
+        self.parameter
+    }
+    /// What is wrong with it.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// Everything an [`AuditStore`](crate::AuditStore) operation can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The caller's query is invalid; nothing was run.
+    #[error(transparent)]
+    InvalidQuery(#[from] InvalidQuery),
+    /// The database failed or refused the statement.
+    #[error("audit store database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying the store's schema migrations failed.
+    #[error("audit store migration error: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// A stored row could not be read back as an event (the data was altered outside the store).
+    #[error("audit store holds an unreadable row: {0}")]
+    CorruptRow(String),
+    /// The store's configuration is unusable (for example an invalid schema name).
+    #[error("audit store configuration error: {0}")]
+    Config(String),
+}
+
+impl StoreError {
+    /// True when the database rejected the statement because events are append-only.
+    pub fn is_append_only_violation(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(db))
+            if db.message().contains(crate::APPEND_ONLY_MESSAGE))
+    }
+}

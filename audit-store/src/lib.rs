@@ -1,0 +1,59 @@
+//! Audit events and where they are kept.
+//!
+//! This crate owns the [`AuditEvent`] model, the [`EventFilter`] query model, the
+//! object-safe [`AuditStore`] trait, and two backends: [`SqliteStore`] (feature `sqlite`,
+//! the default) and [`PostgresStore`] (feature `postgres`). Both keep events append-only in
+//! the database itself: UPDATE is rejected by a trigger, and DELETE only succeeds inside
+//! [`AuditStore::purge_before`].
+//!
+//! ```
+//! # async fn demo() -> Result<(), audit_store::StoreError> {
+//! use audit_store::{
+//!     Action, AuditEvent, AuditStore, EventFilter, HttpFacts, PageRequest, SqliteStore,
+//!     TenantScope,
+//! };
+//!
+//! let store = SqliteStore::connect("sqlite::memory:").await?;
+//! store
+//!     .append(&[AuditEvent::builder("Model", Action::Delete)
+//!         .http(HttpFacts::new("DELETE", "/api/models/{id}", "/api/models/9", 204))
+//!         .tenant("acme")
+//!         .build()])
+//!     .await?;
+//! let acme = TenantScope::only(["acme"]);
+//! let page = store.query(&EventFilter::default(), &acme, &PageRequest::default()).await?;
+//! assert_eq!(page.items.len(), 1);
+//! # Ok(()) }
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod event;
+mod query;
+mod sql;
+mod store;
+
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+pub use error::{InvalidQuery, StoreError};
+pub use event::{
+    Action, Attributes, AuditEvent, CustomAction, EventBuilder, HttpFacts, InvalidName,
+    NeedsOrigin, Outcome, Ready, rfc3339_micros, truncate_to_micros, uuid_v7_at,
+};
+#[cfg(feature = "postgres")]
+pub use postgres::{DEFAULT_SCHEMA, PostgresStore};
+pub use query::{
+    Cursor, EventFilter, FacetUser, Facets, Limit, MAX_FILTER_VALUE_LEN, MAX_FILTER_VALUES, Page,
+    PageRequest, Position, TenantScope,
+};
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
+pub use store::{AuditStore, EventStream};
+
+/// The text every append-only rejection raised by the database contains.
+pub const APPEND_ONLY_MESSAGE: &str = "audit events are append-only";

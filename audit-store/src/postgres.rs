@@ -1,0 +1,378 @@
+//! The PostgreSQL backend, for services running many instances against one database.
+//!
+//! Tables live in a schema of their own (`audit` unless configured), so they never mix with
+//! the host's tables, and the migrations table lives there too. Appends are one
+//! `INSERT ... SELECT FROM UNNEST(...)` statement per batch.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row, SqlSafeStr};
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::event::{Attributes, AuditEvent};
+use crate::query::{EventFilter, FacetUser, Facets, Page, PageRequest, Position, TenantScope};
+use crate::sql::{self, Dialect};
+use crate::store::{self, AuditStore, Backend, EventStream};
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "audit events",
+    include_str!("../migrations/postgres/0001_events.sql"),
+)];
+
+/// The schema used when none is configured.
+pub const DEFAULT_SCHEMA: &str = "audit";
+
+/// An [`AuditStore`] on PostgreSQL.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), audit_store::StoreError> {
+/// use audit_store::PostgresStore;
+/// let store = PostgresStore::connect("postgres://postgres@127.0.0.1/app").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    schema: std::sync::Arc<str>,
+    events_table: std::sync::Arc<str>,
+}
+
+impl PostgresStore {
+    /// Connects to `url`, and applies the migrations in the `audit` schema.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        let store = Self::new(pool, DEFAULT_SCHEMA)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A store on the host's own pool, keeping its tables in `schema` (a lowercase SQL
+    /// identifier). Call [`PostgresStore::migrate`] before first use.
+    ///
+    /// ```
+    /// # async fn demo(pool: sqlx::PgPool) {
+    /// use audit_store::PostgresStore;
+    /// assert!(PostgresStore::new(pool.clone(), "audit").is_ok());
+    /// assert!(PostgresStore::new(pool, "audit; DROP TABLE x").is_err());
+    /// # }
+    /// ```
+    pub fn new(pool: PgPool, schema: &str) -> Result<Self, StoreError> {
+        let valid = !schema.is_empty()
+            && schema.len() <= 63
+            && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(StoreError::Config(format!(
+                "schema {schema:?} is not a lowercase SQL identifier of at most 63 characters"
+            )));
+        }
+        Ok(Self {
+            pool,
+            events_table: format!("{schema}.audit_events").into(),
+            schema: schema.into(),
+        })
+    }
+
+    /// Applies the store's embedded migrations in its schema (idempotent; safe to run from
+    /// many instances at once: sqlx serialises them with an advisory lock).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                let sql = sql.replace("{schema}", &self.schema);
+                Migration::new(
+                    *version,
+                    (*description).into(),
+                    MigrationType::Simple,
+                    AssertSqlSafe(sql).into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        let mut migrator = Migrator::with_migrations(migrations);
+        migrator.create_schema(self.schema.to_string());
+        migrator.dangerous_set_table_name(format!("{}._audit_store_migrations", self.schema));
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema holding the store's tables.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+}
+
+struct PgDialect<'a> {
+    events_table: &'a str,
+}
+
+impl Dialect for PgDialect<'_> {
+    type DB = Postgres;
+    fn events_table(&self) -> &str {
+        self.events_table
+    }
+    fn bind_text(qb: &mut QueryBuilder<Postgres>, value: &str) {
+        qb.push_bind(value.to_owned());
+    }
+    fn bind_time(qb: &mut QueryBuilder<Postgres>, at: DateTime<Utc>) {
+        qb.push_bind(at);
+    }
+    fn bind_uuid(qb: &mut QueryBuilder<Postgres>, id: Uuid) {
+        qb.push_bind(id);
+    }
+    fn push_name_contains(&self, qb: &mut QueryBuilder<Postgres>, needle: &str) {
+        // Served by the pg_trgm GIN index; backslash is ILIKE's default escape character.
+        qb.push("resource_name ILIKE ");
+        qb.push_bind(format!("%{}%", sql::escape_like(needle)));
+    }
+}
+
+impl PostgresStore {
+    fn dialect(&self) -> PgDialect<'_> {
+        PgDialect {
+            events_table: &self.events_table,
+        }
+    }
+}
+
+fn decode(row: &PgRow) -> Result<AuditEvent, StoreError> {
+    let status: i32 = row.try_get(16)?;
+    let action: String = row.try_get(8)?;
+    let outcome: String = row.try_get(9)?;
+    let Json(attributes): Json<Attributes> = row.try_get(20)?;
+    Ok(AuditEvent {
+        id: row.try_get(0)?,
+        occurred_at: row.try_get(1)?,
+        tenant: row.try_get(2)?,
+        request_id: row.try_get(3)?,
+        actor_id: row.try_get(4)?,
+        actor_email: row.try_get(5)?,
+        actor_name: row.try_get(6)?,
+        category: row.try_get(7)?,
+        action: action
+            .parse()
+            .map_err(|e| StoreError::CorruptRow(format!("{e}")))?,
+        outcome: outcome
+            .parse()
+            .map_err(|e| StoreError::CorruptRow(format!("{e}")))?,
+        reason: row.try_get(10)?,
+        resource_id: row.try_get(11)?,
+        resource_name: row.try_get(12)?,
+        method: row.try_get(13)?,
+        route: row.try_get(14)?,
+        path: row.try_get(15)?,
+        status: u16::try_from(status)
+            .map_err(|_| StoreError::CorruptRow("status out of range".to_owned()))?,
+        duration_ms: row.try_get(17)?,
+        client_ip: row.try_get(18)?,
+        user_agent: row.try_get(19)?,
+        attributes,
+    })
+}
+
+#[async_trait]
+impl Backend for PostgresStore {
+    async fn fetch_after(
+        &self,
+        filter: &EventFilter,
+        scope: &TenantScope,
+        after: Option<Position>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut qb = sql::select_page(&self.dialect(), filter, scope, after, limit);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn distinct(
+        &self,
+        column: &'static str,
+        scope: &TenantScope,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut qb = sql::select_distinct(&self.dialect(), column, scope);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        Ok(rows
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn users(&self, scope: &TenantScope) -> Result<Vec<FacetUser>, StoreError> {
+        let mut qb = sql::select_users(&self.dialect(), scope);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(FacetUser {
+                    id: row.try_get(0)?,
+                    email: row.try_get(1)?,
+                    name: row.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Column-wise arrays of a batch, bound as one array per column.
+#[derive(Default)]
+struct Columns {
+    id: Vec<Uuid>,
+    occurred_at: Vec<DateTime<Utc>>,
+    tenant: Vec<Option<String>>,
+    request_id: Vec<String>,
+    actor_id: Vec<Option<String>>,
+    actor_email: Vec<Option<String>>,
+    actor_name: Vec<Option<String>>,
+    category: Vec<String>,
+    action: Vec<String>,
+    outcome: Vec<String>,
+    reason: Vec<Option<String>>,
+    resource_id: Vec<Option<String>>,
+    resource_name: Vec<Option<String>>,
+    method: Vec<String>,
+    route: Vec<String>,
+    path: Vec<String>,
+    status: Vec<i32>,
+    duration_ms: Vec<f64>,
+    client_ip: Vec<Option<String>>,
+    user_agent: Vec<Option<String>>,
+    attributes: Vec<String>,
+}
+
+impl Columns {
+    fn of(events: &[AuditEvent]) -> Self {
+        let mut c = Columns::default();
+        for e in events {
+            c.id.push(e.id);
+            c.occurred_at.push(e.occurred_at);
+            c.tenant.push(e.tenant.clone());
+            c.request_id.push(e.request_id.clone());
+            c.actor_id.push(e.actor_id.clone());
+            c.actor_email.push(e.actor_email.clone());
+            c.actor_name.push(e.actor_name.clone());
+            c.category.push(e.category.clone());
+            c.action.push(e.action.as_str().to_owned());
+            c.outcome.push(e.outcome.as_str().to_owned());
+            c.reason.push(e.reason.clone());
+            c.resource_id.push(e.resource_id.clone());
+            c.resource_name.push(e.resource_name.clone());
+            c.method.push(e.method.clone());
+            c.route.push(e.route.clone());
+            c.path.push(e.path.clone());
+            c.status.push(i32::from(e.status));
+            c.duration_ms.push(e.duration_ms);
+            c.client_ip.push(e.client_ip.clone());
+            c.user_agent.push(e.user_agent.clone());
+            c.attributes
+                .push(serde_json::Value::Object(e.attributes.clone()).to_string());
+        }
+        c
+    }
+}
+
+#[async_trait]
+impl AuditStore for PostgresStore {
+    async fn append(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let c = Columns::of(events);
+        let statement = format!(
+            "INSERT INTO {} ({}) SELECT id, occurred_at, tenant, request_id, actor_id, \
+             actor_email, actor_name, category, action, outcome, reason, resource_id, \
+             resource_name, method, route, path, status, duration_ms, client_ip, user_agent, \
+             attributes::jsonb FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], \
+             $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
+             $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], \
+             $16::text[], $17::int4[], $18::float8[], $19::text[], $20::text[], $21::text[]) \
+             AS u(id, occurred_at, tenant, request_id, actor_id, actor_email, actor_name, \
+             category, action, outcome, reason, resource_id, resource_name, method, route, \
+             path, status, duration_ms, client_ip, user_agent, attributes)",
+            self.events_table,
+            sql::EVENT_COLUMNS
+        );
+        sqlx::query(AssertSqlSafe(statement))
+            .bind(c.id)
+            .bind(c.occurred_at)
+            .bind(c.tenant)
+            .bind(c.request_id)
+            .bind(c.actor_id)
+            .bind(c.actor_email)
+            .bind(c.actor_name)
+            .bind(c.category)
+            .bind(c.action)
+            .bind(c.outcome)
+            .bind(c.reason)
+            .bind(c.resource_id)
+            .bind(c.resource_name)
+            .bind(c.method)
+            .bind(c.route)
+            .bind(c.path)
+            .bind(c.status)
+            .bind(c.duration_ms)
+            .bind(c.client_ip)
+            .bind(c.user_agent)
+            .bind(c.attributes)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn query(
+        &self,
+        filter: &EventFilter,
+        scope: &TenantScope,
+        page: &PageRequest,
+    ) -> Result<Page, StoreError> {
+        store::query_page(self, filter, scope, page).await
+    }
+
+    async fn get(&self, id: Uuid, scope: &TenantScope) -> Result<Option<AuditEvent>, StoreError> {
+        let mut qb = sql::select_one(&self.dialect(), id, scope);
+        let row = qb.build().fetch_optional(&self.pool).await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    fn export(&self, filter: EventFilter, scope: TenantScope) -> EventStream {
+        store::export_stream(self.clone(), filter, scope)
+    }
+
+    async fn facets(&self, scope: &TenantScope) -> Result<Facets, StoreError> {
+        store::collect_facets(self, scope).await
+    }
+
+    async fn purge_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Transaction-local: the DELETE trigger lets exactly this transaction remove rows
+        // older than the cutoff.
+        sqlx::query("SELECT set_config('audit.purge_before', $1, true)")
+            .bind(crate::event::rfc3339_micros::format(&cutoff))
+            .execute(&mut *tx)
+            .await?;
+        let statement = format!("DELETE FROM {} WHERE occurred_at < $1", self.events_table);
+        let purged = sqlx::query(AssertSqlSafe(statement))
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(purged)
+    }
+}

@@ -1,0 +1,208 @@
+//! SQL shared by both backends: the filter, scope and keyset conditions and the statements
+//! built from them. Only binding a timestamp and the substring search differ per backend,
+//! and a [`Dialect`] supplies those.
+
+use chrono::{DateTime, Utc};
+use sqlx::{Database, QueryBuilder};
+use uuid::Uuid;
+
+use crate::query::{EventFilter, Position, TenantScope};
+
+/// The event columns in the order every SELECT returns them and every row decoder reads them.
+pub(crate) const EVENT_COLUMNS: &str = "id, occurred_at, tenant, request_id, actor_id, \
+     actor_email, actor_name, category, action, outcome, reason, resource_id, resource_name, \
+     method, route, path, status, duration_ms, client_ip, user_agent, attributes";
+
+/// What differs between SQLite and PostgreSQL in the shared statements.
+pub(crate) trait Dialect {
+    /// The sqlx database.
+    type DB: Database;
+    /// The (schema-qualified) events table.
+    fn events_table(&self) -> &str;
+    /// Binds a text value.
+    fn bind_text(qb: &mut QueryBuilder<Self::DB>, value: &str);
+    /// Binds a timestamp as the backend stores `occurred_at`.
+    fn bind_time(qb: &mut QueryBuilder<Self::DB>, at: DateTime<Utc>);
+    /// Binds an event id.
+    fn bind_uuid(qb: &mut QueryBuilder<Self::DB>, id: Uuid);
+    /// Pushes a condition "`resource_name` contains `needle`, ignoring case".
+    fn push_name_contains(&self, qb: &mut QueryBuilder<Self::DB>, needle: &str);
+}
+
+fn push_text_list<D: Dialect>(qb: &mut QueryBuilder<D::DB>, expression: &str, values: &[String]) {
+    qb.push(expression);
+    qb.push(" IN (");
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            qb.push(", ");
+        }
+        D::bind_text(qb, value);
+    }
+    qb.push(")");
+}
+
+/// Pushes ` WHERE ...` for a filter, its tenant scope and an optional keyset position.
+pub(crate) fn push_where<D: Dialect>(
+    dialect: &D,
+    qb: &mut QueryBuilder<D::DB>,
+    filter: &EventFilter,
+    scope: &TenantScope,
+    after: Option<Position>,
+) {
+    qb.push(" WHERE 1 = 1");
+    match scope.effective_tenants(&filter.tenants) {
+        None => {}
+        Some(tenants) if tenants.is_empty() => {
+            qb.push(" AND 1 = 0");
+        }
+        Some(tenants) => {
+            qb.push(" AND ");
+            push_text_list::<D>(qb, "tenant", &tenants);
+        }
+    }
+    if !filter.categories.is_empty() {
+        qb.push(" AND ");
+        push_text_list::<D>(qb, "category", &filter.categories);
+    }
+    if !filter.actions.is_empty() {
+        let actions: Vec<String> = filter.actions.iter().map(|a| a.as_str().to_owned()).collect();
+        qb.push(" AND ");
+        push_text_list::<D>(qb, "action", &actions);
+    }
+    if !filter.outcomes.is_empty() {
+        let outcomes: Vec<String> = filter.outcomes.iter().map(|o| o.as_str().to_owned()).collect();
+        qb.push(" AND ");
+        push_text_list::<D>(qb, "outcome", &outcomes);
+    }
+    if !filter.users.is_empty() {
+        qb.push(" AND (");
+        push_text_list::<D>(qb, "actor_id", &filter.users);
+        qb.push(" OR lower(actor_email) IN (");
+        for (i, user) in filter.users.iter().enumerate() {
+            if i > 0 {
+                qb.push(", ");
+            }
+            qb.push("lower(");
+            D::bind_text(qb, user);
+            qb.push(")");
+        }
+        qb.push("))");
+    }
+    for (column, value) in [
+        ("request_id", &filter.request_id),
+        ("resource_id", &filter.resource_id),
+    ] {
+        if let Some(value) = value {
+            qb.push(" AND ");
+            qb.push(column);
+            qb.push(" = ");
+            D::bind_text(qb, value);
+        }
+    }
+    if let Some(needle) = filter.resource_name.as_deref().filter(|n| !n.is_empty()) {
+        qb.push(" AND ");
+        dialect.push_name_contains(qb, needle);
+    }
+    if let Some(from) = filter.from {
+        qb.push(" AND occurred_at >= ");
+        D::bind_time(qb, from);
+    }
+    if let Some(to) = filter.to {
+        qb.push(" AND occurred_at < ");
+        D::bind_time(qb, to);
+    }
+    if let Some(after) = after {
+        // A row-value comparison both backends can answer from the (occurred_at, id) index.
+        qb.push(" AND (occurred_at, id) < (");
+        D::bind_time(qb, after.occurred_at);
+        qb.push(", ");
+        D::bind_uuid(qb, after.id);
+        qb.push(")");
+    }
+}
+
+/// `SELECT <event columns> ... ORDER BY occurred_at DESC, id DESC LIMIT n`.
+pub(crate) fn select_page<D: Dialect>(
+    dialect: &D,
+    filter: &EventFilter,
+    scope: &TenantScope,
+    after: Option<Position>,
+    limit: usize,
+) -> QueryBuilder<D::DB> {
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT {EVENT_COLUMNS} FROM {}",
+        dialect.events_table()
+    ));
+    push_where(dialect, &mut qb, filter, scope, after);
+    qb.push(" ORDER BY occurred_at DESC, id DESC LIMIT ");
+    qb.push(limit);
+    qb
+}
+
+/// `SELECT <event columns> ... WHERE id = ? AND <scope>`.
+pub(crate) fn select_one<D: Dialect>(
+    dialect: &D,
+    id: Uuid,
+    scope: &TenantScope,
+) -> QueryBuilder<D::DB> {
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT {EVENT_COLUMNS} FROM {}",
+        dialect.events_table()
+    ));
+    push_where(dialect, &mut qb, &EventFilter::default(), scope, None);
+    qb.push(" AND id = ");
+    D::bind_uuid(&mut qb, id);
+    qb
+}
+
+/// The facet statements, each returning one text column (`outcome`, `category`, `action`)
+/// or, for users, `actor_id, actor_email, actor_name`.
+pub(crate) fn select_distinct<D: Dialect>(
+    dialect: &D,
+    column: &str,
+    scope: &TenantScope,
+) -> QueryBuilder<D::DB> {
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT DISTINCT {column} FROM {}",
+        dialect.events_table()
+    ));
+    push_where(dialect, &mut qb, &EventFilter::default(), scope, None);
+    qb.push(format!(" ORDER BY {column}"));
+    qb
+}
+
+/// Distinct actors: one row per (actor_id, actor_email) with the latest-sorting name.
+pub(crate) fn select_users<D: Dialect>(dialect: &D, scope: &TenantScope) -> QueryBuilder<D::DB> {
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT actor_id, actor_email, MAX(actor_name) FROM {}",
+        dialect.events_table()
+    ));
+    push_where(dialect, &mut qb, &EventFilter::default(), scope, None);
+    qb.push(
+        " AND (actor_id IS NOT NULL OR actor_email IS NOT NULL) \
+         GROUP BY actor_id, actor_email ORDER BY actor_email, actor_id",
+    );
+    qb
+}
+
+/// Escapes `%`, `_` and `\` so a user's text is matched literally by `LIKE ... ESCAPE '\'`.
+pub(crate) fn escape_like(needle: &str) -> String {
+    let mut escaped = String::with_capacity(needle.len() + 2);
+    for c in needle.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_like;
+
+    #[test]
+    fn like_escaping() {
+        assert_eq!(escape_like(r"50%_a\b"), r"50\%\_a\\b");
+    }
+}

@@ -1,0 +1,340 @@
+//! The SQLite backend: the embedded default.
+//!
+//! A file database uses WAL, a busy timeout, one writer connection and a small pool of
+//! read-only connections, so readers never wait for the writer. An in-memory database uses
+//! one connection that is never closed (closing it would discard the data).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite};
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::event::{AuditEvent, Attributes};
+use crate::query::{EventFilter, Facets, FacetUser, Page, PageRequest, Position, TenantScope};
+use crate::sql::{self, Dialect};
+use crate::store::{self, AuditStore, Backend, EventStream};
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "audit events",
+    include_str!("../migrations/sqlite/0001_events.sql"),
+)];
+
+/// The table recording which of this crate's migrations ran; named apart from sqlx's
+/// default `_sqlx_migrations` so it never collides with the host's own migrations.
+const MIGRATIONS_TABLE: &str = "_audit_store_migrations";
+
+/// Rows per INSERT statement: 21 columns × 500 rows stays well under SQLite's 32,766
+/// bind-parameter limit.
+const ROWS_PER_INSERT: usize = 500;
+
+/// Rows deleted per purge transaction, so a large purge never holds the write lock long.
+const PURGE_CHUNK: i64 = 10_000;
+
+/// An [`AuditStore`] on SQLite.
+///
+/// ```
+/// # async fn demo() -> Result<(), audit_store::StoreError> {
+/// use audit_store::{Action, AuditEvent, AuditStore, HttpFacts, SqliteStore};
+///
+/// let store = SqliteStore::connect("sqlite::memory:").await?;
+/// let event = AuditEvent::builder("Model", Action::Create)
+///     .http(HttpFacts::new("POST", "/api/models", "/api/models", 201))
+///     .build();
+/// store.append(&[event]).await?;
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` (`sqlite://audit.db`,
+    /// `sqlite::memory:`) and applies the store's migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?;
+        Self::connect_with(options).await
+    }
+
+    /// Like [`SqliteStore::connect`] with explicit connect options; the store adds WAL, a
+    /// 5 s busy timeout and `synchronous = FULL` (a committed event survives power loss).
+    pub async fn connect_with(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        let in_memory = options.get_filename().to_string_lossy().contains("memory")
+            || options.get_filename().as_os_str().is_empty();
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await?;
+        let store = if in_memory {
+            Self {
+                reader: writer.clone(),
+                writer,
+            }
+        } else {
+            let reader = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options.read_only(true))
+                .await?;
+            Self { writer, reader }
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A store on the host's own pool, used for reads and writes alike. Call
+    /// [`SqliteStore::migrate`] before first use.
+    pub fn new(pool: SqlitePool) -> Self {
+        Self {
+            reader: pool.clone(),
+            writer: pool,
+        }
+    }
+
+    /// Applies the store's embedded migrations (idempotent).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    (*description).into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        let mut migrator = Migrator::with_migrations(migrations);
+        migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+        migrator.run(&self.writer).await?;
+        Ok(())
+    }
+
+    /// The pool writes go through.
+    pub fn writer_pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+}
+
+struct SqliteDialect;
+
+impl Dialect for SqliteDialect {
+    type DB = Sqlite;
+    fn events_table(&self) -> &str {
+        "audit_events"
+    }
+    fn bind_text(qb: &mut QueryBuilder<Sqlite>, value: &str) {
+        qb.push_bind(value.to_owned());
+    }
+    fn bind_time(qb: &mut QueryBuilder<Sqlite>, at: DateTime<Utc>) {
+        qb.push_bind(at.timestamp_micros());
+    }
+    fn bind_uuid(qb: &mut QueryBuilder<Sqlite>, id: Uuid) {
+        qb.push_bind(id);
+    }
+    fn push_name_contains(&self, qb: &mut QueryBuilder<Sqlite>, needle: &str) {
+        if needle.chars().count() >= 3 {
+            // A quoted FTS5 phrase is matched literally; the trigram tokenizer folds case.
+            let phrase = format!("\"{}\"", needle.replace('"', "\"\""));
+            qb.push("seq IN (SELECT rowid FROM audit_events_name WHERE audit_events_name MATCH ");
+            qb.push_bind(phrase);
+            qb.push(")");
+        } else {
+            // Trigrams cannot serve one- or two-character needles: scan with a literal search.
+            qb.push("instr(lower(resource_name), lower(");
+            qb.push_bind(needle.to_owned());
+            qb.push(")) > 0");
+        }
+    }
+}
+
+fn decode(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
+    let corrupt = |what: &str| StoreError::CorruptRow(what.to_owned());
+    let micros: i64 = row.try_get(1)?;
+    let status: i64 = row.try_get(16)?;
+    let action: String = row.try_get(8)?;
+    let outcome: String = row.try_get(9)?;
+    let attributes: String = row.try_get(20)?;
+    Ok(AuditEvent {
+        id: row.try_get(0)?,
+        occurred_at: DateTime::from_timestamp_micros(micros)
+            .ok_or_else(|| corrupt("occurred_at out of range"))?,
+        tenant: row.try_get(2)?,
+        request_id: row.try_get(3)?,
+        actor_id: row.try_get(4)?,
+        actor_email: row.try_get(5)?,
+        actor_name: row.try_get(6)?,
+        category: row.try_get(7)?,
+        action: action
+            .parse()
+            .map_err(|e| StoreError::CorruptRow(format!("{e}")))?,
+        outcome: outcome
+            .parse()
+            .map_err(|e| StoreError::CorruptRow(format!("{e}")))?,
+        reason: row.try_get(10)?,
+        resource_id: row.try_get(11)?,
+        resource_name: row.try_get(12)?,
+        method: row.try_get(13)?,
+        route: row.try_get(14)?,
+        path: row.try_get(15)?,
+        status: u16::try_from(status).map_err(|_| corrupt("status out of range"))?,
+        duration_ms: row.try_get(17)?,
+        client_ip: row.try_get(18)?,
+        user_agent: row.try_get(19)?,
+        attributes: serde_json::from_str::<Attributes>(&attributes)
+            .map_err(|e| StoreError::CorruptRow(format!("attributes: {e}")))?,
+    })
+}
+
+#[async_trait]
+impl Backend for SqliteStore {
+    async fn fetch_after(
+        &self,
+        filter: &EventFilter,
+        scope: &TenantScope,
+        after: Option<Position>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut qb = sql::select_page(&SqliteDialect, filter, scope, after, limit);
+        let rows = qb.build().fetch_all(&self.reader).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn distinct(
+        &self,
+        column: &'static str,
+        scope: &TenantScope,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut qb = sql::select_distinct(&SqliteDialect, column, scope);
+        let rows = qb.build().fetch_all(&self.reader).await?;
+        Ok(rows.iter().map(|row| row.try_get(0)).collect::<Result<_, _>>()?)
+    }
+
+    async fn users(&self, scope: &TenantScope) -> Result<Vec<FacetUser>, StoreError> {
+        let mut qb = sql::select_users(&SqliteDialect, scope);
+        let rows = qb.build().fetch_all(&self.reader).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(FacetUser {
+                    id: row.try_get(0)?,
+                    email: row.try_get(1)?,
+                    name: row.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn append(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer.begin().await?;
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+                "INSERT INTO audit_events ({}) ",
+                sql::EVENT_COLUMNS
+            ));
+            qb.push_values(chunk, |mut row, event| {
+                row.push_bind(event.id)
+                    .push_bind(event.occurred_at.timestamp_micros())
+                    .push_bind(event.tenant.clone())
+                    .push_bind(event.request_id.clone())
+                    .push_bind(event.actor_id.clone())
+                    .push_bind(event.actor_email.clone())
+                    .push_bind(event.actor_name.clone())
+                    .push_bind(event.category.clone())
+                    .push_bind(event.action.as_str().to_owned())
+                    .push_bind(event.outcome.as_str())
+                    .push_bind(event.reason.clone())
+                    .push_bind(event.resource_id.clone())
+                    .push_bind(event.resource_name.clone())
+                    .push_bind(event.method.clone())
+                    .push_bind(event.route.clone())
+                    .push_bind(event.path.clone())
+                    .push_bind(i64::from(event.status))
+                    .push_bind(event.duration_ms)
+                    .push_bind(event.client_ip.clone())
+                    .push_bind(event.user_agent.clone())
+                    .push_bind(serde_json::Value::Object(event.attributes.clone()).to_string());
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn query(
+        &self,
+        filter: &EventFilter,
+        scope: &TenantScope,
+        page: &PageRequest,
+    ) -> Result<Page, StoreError> {
+        store::query_page(self, filter, scope, page).await
+    }
+
+    async fn get(&self, id: Uuid, scope: &TenantScope) -> Result<Option<AuditEvent>, StoreError> {
+        let mut qb = sql::select_one(&SqliteDialect, id, scope);
+        let row = qb.build().fetch_optional(&self.reader).await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    fn export(&self, filter: EventFilter, scope: TenantScope) -> EventStream {
+        store::export_stream(self.clone(), filter, scope)
+    }
+
+    async fn facets(&self, scope: &TenantScope) -> Result<Facets, StoreError> {
+        store::collect_facets(self, scope).await
+    }
+
+    async fn purge_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let cutoff = cutoff.timestamp_micros();
+        let mut purged = 0;
+        loop {
+            let mut tx = self.writer.begin().await?;
+            sqlx::query("INSERT INTO audit_purge_guard (before) VALUES (?)")
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?;
+            let deleted = sqlx::query(
+                "DELETE FROM audit_events WHERE seq IN \
+                 (SELECT seq FROM audit_events WHERE occurred_at < ? LIMIT ?)",
+            )
+            .bind(cutoff)
+            .bind(PURGE_CHUNK)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query("DELETE FROM audit_purge_guard")
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            purged += deleted;
+            if deleted < PURGE_CHUNK.unsigned_abs() {
+                return Ok(purged);
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The `AuditStore` trait and the paging and export logic every backend shares.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::event::AuditEvent;
+use crate::query::{
+    Cursor, EventFilter, FacetUser, Facets, Page, PageRequest, Position, TenantScope,
+};
+
+/// A stream of events in newest-first order, as produced by [`AuditStore::export`].
+pub type EventStream = BoxStream<'static, Result<AuditEvent, StoreError>>;
+
+/// Persistent, append-only storage of audit events.
+///
+/// Object-safe, so a host can hold an `Arc<dyn AuditStore>`:
+///
+/// ```
+/// # async fn demo() -> Result<(), audit_store::StoreError> {
+/// use std::sync::Arc;
+/// use audit_store::{AuditStore, EventFilter, PageRequest, SqliteStore, TenantScope};
+///
+/// let store: Arc<dyn AuditStore> = Arc::new(SqliteStore::connect("sqlite::memory:").await?);
+/// let page = store
+///     .query(&EventFilter::default(), &TenantScope::All, &PageRequest::default())
+///     .await?;
+/// assert!(page.items.is_empty());
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+/// ```
+#[async_trait]
+pub trait AuditStore: fmt::Debug + Send + Sync + 'static {
+    /// Appends a batch of events atomically: all of them are stored or none is.
+    async fn append(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+
+    /// One page of the events matching `filter` within `scope`, newest first.
+    async fn query(
+        &self,
+        filter: &EventFilter,
+        scope: &TenantScope,
+        page: &PageRequest,
+    ) -> Result<Page, StoreError>;
+
+    /// One event by id, if it exists and `scope` allows its tenant.
+    async fn get(&self, id: Uuid, scope: &TenantScope) -> Result<Option<AuditEvent>, StoreError>;
+
+    /// Every event matching `filter` within `scope`, newest first, read in bounded chunks so
+    /// memory stays flat however many rows match. A failure ends the stream with an `Err`.
+    fn export(&self, filter: EventFilter, scope: TenantScope) -> EventStream;
+
+    /// The distinct categories, actions, users and outcomes within `scope`.
+    async fn facets(&self, scope: &TenantScope) -> Result<Facets, StoreError>;
+
+    /// Retention: deletes every event that occurred before `cutoff`; returns how many.
+    /// This is the only way events leave the store.
+    async fn purge_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+#[async_trait]
+impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
+    async fn append(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        (**self).append(events).await
+    }
+    async fn query(
+        &self,
+        filter: &EventFilter,
+        scope: &TenantScope,
+        page: &PageRequest,
+    ) -> Result<Page, StoreError> {
+        (**self).query(filter, scope, page).await
+    }
+    async fn get(&self, id: Uuid, scope: &TenantScope) -> Result<Option<AuditEvent>, StoreError> {
+        (**self).get(id, scope).await
+    }
+    fn export(&self, filter: EventFilter, scope: TenantScope) -> EventStream {
+        (**self).export(filter, scope)
+    }
+    async fn facets(&self, scope: &TenantScope) -> Result<Facets, StoreError> {
+        (**self).facets(scope).await
+    }
+    async fn purge_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        (**self).purge_before(cutoff).await
+    }
+}
+
+/// How many rows an export reads per round trip: large enough to amortise the query, small
+/// enough that memory stays a few megabytes.
+pub(crate) const EXPORT_CHUNK: usize = 2000;
+
+/// What a backend provides so that paging, export and facets are written once.
+#[async_trait]
+pub(crate) trait Backend: Clone + Send + Sync + 'static {
+    /// The events matching a filter strictly after a keyset position, newest first.
+    async fn fetch_after(
+        &self,
+        filter: &EventFilter,
+        scope: &TenantScope,
+        after: Option<Position>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// The distinct values of one text column within a scope, sorted.
+    async fn distinct(
+        &self,
+        column: &'static str,
+        scope: &TenantScope,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// The distinct actors within a scope.
+    async fn users(&self, scope: &TenantScope) -> Result<Vec<FacetUser>, StoreError>;
+}
+
+/// [`AuditStore::facets`] for any backend.
+pub(crate) async fn collect_facets<S: Backend>(
+    source: &S,
+    scope: &TenantScope,
+) -> Result<Facets, StoreError> {
+    let corrupt = |e: crate::event::InvalidName| StoreError::CorruptRow(e.to_string());
+    Ok(Facets {
+        categories: source.distinct("category", scope).await?,
+        actions: source
+            .distinct("action", scope)
+            .await?
+            .iter()
+            .map(|a| a.parse().map_err(corrupt))
+            .collect::<Result<_, _>>()?,
+        users: source.users(scope).await?,
+        outcomes: source
+            .distinct("outcome", scope)
+            .await?
+            .iter()
+            .map(|o| o.parse().map_err(corrupt))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// [`AuditStore::query`] for any backend.
+pub(crate) async fn query_page<S: Backend>(
+    source: &S,
+    filter: &EventFilter,
+    scope: &TenantScope,
+    page: &PageRequest,
+) -> Result<Page, StoreError> {
+    filter.validate()?;
+    let after = page
+        .cursor
+        .as_ref()
+        .map(|cursor| cursor.position_for(filter, scope))
+        .transpose()?;
+    let limit = page.limit.get();
+    // One extra row tells whether another page exists without a second query.
+    let mut items = source.fetch_after(filter, scope, after, limit + 1).await?;
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items
+            .last()
+            .map(|last| Cursor::new(Position::of(last), filter, scope))
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+/// [`AuditStore::export`] for any backend: a keyset walk in [`EXPORT_CHUNK`]-row chunks.
+///
+/// Each chunk is its own short query, so an export never pins a connection or a snapshot
+/// for the whole download (which on SQLite would block WAL checkpoints), and a slow client
+/// simply delays the next chunk.
+pub(crate) fn export_stream<S: Backend>(
+    source: S,
+    filter: EventFilter,
+    scope: TenantScope,
+) -> EventStream {
+    enum State {
+        Next(Option<Position>),
+        Done,
+    }
+    if let Err(invalid) = filter.validate() {
+        return stream::once(async move { Err(StoreError::from(invalid)) }).boxed();
+    }
+    stream::try_unfold(State::Next(None), move |state| {
+        let source = source.clone();
+        let filter = filter.clone();
+        let scope = scope.clone();
+        async move {
+            let State::Next(after) = state else {
+                return Ok::<_, StoreError>(None);
+            };
+            let chunk = source
+                .fetch_after(&filter, &scope, after, EXPORT_CHUNK)
+                .await?;
+            let next = match chunk.last() {
+                Some(last) if chunk.len() == EXPORT_CHUNK => State::Next(Some(Position::of(last))),
+                _ => State::Done,
+            };
+            Ok(Some((
+                stream::iter(chunk.into_iter().map(Ok::<_, StoreError>)),
+                next,
+            )))
+        }
+    })
+    .try_flatten()
+    .boxed()
+}

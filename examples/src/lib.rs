@@ -1,0 +1,1 @@
+//! Example host applications live here (see the demo issue).
