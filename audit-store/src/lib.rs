@@ -39,6 +39,9 @@ mod store;
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 
 pub use error::{InvalidQuery, StoreError};
 pub use event::{
