@@ -40,7 +40,7 @@ pub async fn isolated_postgres_store(
         .max_connections(4)
         .connect_with(options)
         .await?;
-    let schema = format!("audit_test_{}", uuid::Uuid::new_v4().simple());
+    let schema = format!("audit_test_{}", uuid::Uuid::now_v7().simple());
     let store = crate::PostgresStore::new(pool, &schema)?;
     store.migrate().await?;
     Ok(store)
