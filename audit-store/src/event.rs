@@ -566,7 +566,9 @@ pub mod rfc3339_micros {
     }
 
     /// Deserialises any RFC 3339 timestamp, converted to UTC.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<DateTime<Utc>, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
         DateTime::parse_from_rfc3339(&text)
             .map(|at| at.with_timezone(&Utc))
@@ -581,21 +583,52 @@ mod tests {
     #[test]
     fn json_uses_contract_names() {
         let event = AuditEvent::builder("Dataset Rule", Action::Update)
-            .http(HttpFacts::new("PUT", "/api/dataset-rules/{id}", "/api/dataset-rules/1", 200))
+            .http(HttpFacts::new(
+                "PUT",
+                "/api/dataset-rules/{id}",
+                "/api/dataset-rules/1",
+                200,
+            ))
             .change("name", "a", "b")
             .build();
         let json = serde_json::to_value(&event).unwrap();
-        let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         let mut expected = vec![
-            "id", "occurred_at", "tenant", "request_id", "actor_id", "actor_email", "actor_name",
-            "category", "action", "outcome", "reason", "resource_id", "resource_name", "method",
-            "route", "path", "status", "duration_ms", "client_ip", "user_agent", "attributes",
+            "id",
+            "occurred_at",
+            "tenant",
+            "request_id",
+            "actor_id",
+            "actor_email",
+            "actor_name",
+            "category",
+            "action",
+            "outcome",
+            "reason",
+            "resource_id",
+            "resource_name",
+            "method",
+            "route",
+            "path",
+            "status",
+            "duration_ms",
+            "client_ip",
+            "user_agent",
+            "attributes",
         ];
         let mut keys_sorted = keys.clone();
         keys_sorted.sort_unstable();
         expected.sort_unstable();
         assert_eq!(keys_sorted, expected);
-        assert_eq!(json["attributes"]["changes"]["name"], serde_json::json!(["a", "b"]));
+        assert_eq!(
+            json["attributes"]["changes"]["name"],
+            serde_json::json!(["a", "b"])
+        );
         assert_eq!(json["outcome"], "allow");
         let text = json["occurred_at"].as_str().unwrap();
         assert!(text.ends_with('Z') && text.len() == "2026-11-22T10:00:00.123456Z".len());
@@ -608,7 +641,16 @@ mod tests {
         for known in &WELL_KNOWN {
             assert_eq!(&known.as_str().parse::<Action>().unwrap(), known);
         }
-        for bad in ["", "Create", "change-model", "_x", "x_", "a__b", "1x", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "Create",
+            "change-model",
+            "_x",
+            "x_",
+            "a__b",
+            "1x",
+            &"a".repeat(65),
+        ] {
             assert!(bad.parse::<Action>().is_err(), "{bad:?} accepted");
         }
         assert!("change_model2".parse::<Action>().is_ok());

@@ -436,7 +436,10 @@ mod tests {
             categories: vec!["a".into(), "b".into(), "a".into()],
             ..Default::default()
         };
-        assert_eq!(decoded.position_for(&reordered, &scope).unwrap(), cursor.position);
+        assert_eq!(
+            decoded.position_for(&reordered, &scope).unwrap(),
+            cursor.position
+        );
     }
 
     #[test]
@@ -445,7 +448,13 @@ mod tests {
         let scope = TenantScope::only(["acme"]);
         let cursor = Cursor::new(position(), &filter, &scope);
         let wider = TenantScope::only(["acme", "globex"]);
-        assert_eq!(cursor.position_for(&filter, &wider).unwrap_err().parameter(), "cursor");
+        assert_eq!(
+            cursor
+                .position_for(&filter, &wider)
+                .unwrap_err()
+                .parameter(),
+            "cursor"
+        );
         let other = EventFilter {
             users: vec!["bob".into()],
             ..Default::default()
@@ -459,10 +468,19 @@ mod tests {
         let mut bytes = URL_SAFE_NO_PAD.decode(&cursor).unwrap();
         for i in 0..bytes.len() {
             bytes[i] ^= 1;
-            assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode(&bytes)).is_err(), "byte {i}");
+            assert!(
+                Cursor::decode(&URL_SAFE_NO_PAD.encode(&bytes)).is_err(),
+                "byte {i}"
+            );
             bytes[i] ^= 1;
         }
-        for bad in ["", "x", "!!!!", &cursor[..cursor.len() - 1], &"A".repeat(500)] {
+        for bad in [
+            "",
+            "x",
+            "!!!!",
+            &cursor[..cursor.len() - 1],
+            &"A".repeat(500),
+        ] {
             assert!(Cursor::decode(bad).is_err());
         }
     }

@@ -65,12 +65,20 @@ pub(crate) fn push_where<D: Dialect>(
         push_text_list::<D>(qb, "category", &filter.categories);
     }
     if !filter.actions.is_empty() {
-        let actions: Vec<String> = filter.actions.iter().map(|a| a.as_str().to_owned()).collect();
+        let actions: Vec<String> = filter
+            .actions
+            .iter()
+            .map(|a| a.as_str().to_owned())
+            .collect();
         qb.push(" AND ");
         push_text_list::<D>(qb, "action", &actions);
     }
     if !filter.outcomes.is_empty() {
-        let outcomes: Vec<String> = filter.outcomes.iter().map(|o| o.as_str().to_owned()).collect();
+        let outcomes: Vec<String> = filter
+            .outcomes
+            .iter()
+            .map(|o| o.as_str().to_owned())
+            .collect();
         qb.push(" AND ");
         push_text_list::<D>(qb, "outcome", &outcomes);
     }

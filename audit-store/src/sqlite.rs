@@ -18,8 +18,8 @@ use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite};
 use uuid::Uuid;
 
 use crate::error::StoreError;
-use crate::event::{AuditEvent, Attributes};
-use crate::query::{EventFilter, Facets, FacetUser, Page, PageRequest, Position, TenantScope};
+use crate::event::{Attributes, AuditEvent};
+use crate::query::{EventFilter, FacetUser, Facets, Page, PageRequest, Position, TenantScope};
 use crate::sql::{self, Dialect};
 use crate::store::{self, AuditStore, Backend, EventStream};
 
@@ -227,7 +227,10 @@ impl Backend for SqliteStore {
     ) -> Result<Vec<String>, StoreError> {
         let mut qb = sql::select_distinct(&SqliteDialect, column, scope);
         let rows = qb.build().fetch_all(&self.reader).await?;
-        Ok(rows.iter().map(|row| row.try_get(0)).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?)
     }
 
     async fn users(&self, scope: &TenantScope) -> Result<Vec<FacetUser>, StoreError> {

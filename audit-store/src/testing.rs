@@ -31,9 +31,7 @@ pub fn postgres_url(test: &str) -> Option<String> {
 /// A PostgreSQL store in a fresh schema of its own, migrated, so tests run in parallel
 /// without seeing each other's rows. Drop the schema with [`drop_postgres_schema`].
 #[cfg(feature = "postgres")]
-pub async fn isolated_postgres_store(
-    url: &str,
-) -> Result<crate::PostgresStore, crate::StoreError> {
+pub async fn isolated_postgres_store(url: &str) -> Result<crate::PostgresStore, crate::StoreError> {
     use std::str::FromStr;
     let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
     let pool = sqlx::postgres::PgPoolOptions::new()

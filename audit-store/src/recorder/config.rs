@@ -1,0 +1,160 @@
+//! How a [`Recorder`](super::Recorder) is sized and how it behaves under pressure.
+
+use std::time::Duration;
+
+/// When a request's response is released relative to the storage of its event.
+///
+/// ```
+/// use audit_store::DeliveryMode;
+/// assert_eq!(DeliveryMode::default(), DeliveryMode::Buffered);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeliveryMode {
+    /// The response is not delayed by the database: events are queued and batch-written in
+    /// the background, failed batches are retried, and shutdown flushes the queue.
+    #[default]
+    Buffered,
+    /// The caller waits until the batch holding its event has committed (group commit: one
+    /// transaction serves every event that arrived while the previous one was writing).
+    Durable,
+}
+
+/// What happens when no queue capacity frees up within
+/// [`RecorderBuilder::admission_wait`](super::RecorderBuilder::admission_wait).
+///
+/// ```
+/// use audit_store::OverloadPolicy;
+/// assert_eq!(OverloadPolicy::default(), OverloadPolicy::Reject);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverloadPolicy {
+    /// Refuse the action before it runs (the HTTP layer answers 503): nothing unaudited
+    /// ever happens.
+    #[default]
+    Reject,
+    /// Let the action run unaudited, count it, and write a gap record (category
+    /// [`GAP_CATEGORY`](super::GAP_CATEGORY), action [`GAP_ACTION`](super::GAP_ACTION)) saying
+    /// how many events were missed and when, once the pipeline has recovered.
+    Proceed,
+}
+
+/// Exponential backoff between attempts to write a batch the database refused.
+///
+/// The recorder never drops a batch: it retries until the database accepts it (or until a
+/// bounded [`Recorder::shutdown_within`](super::Recorder::shutdown_within) gives up waiting).
+///
+/// ```
+/// use std::time::Duration;
+/// use audit_store::RetryPolicy;
+///
+/// let policy = RetryPolicy::new(Duration::from_millis(10), Duration::from_secs(1));
+/// assert_eq!(policy.delay(0), Duration::from_millis(10));
+/// assert_eq!(policy.delay(3), Duration::from_millis(80));
+/// assert_eq!(policy.delay(30), Duration::from_secs(1));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    initial: Duration,
+    max: Duration,
+}
+
+impl RetryPolicy {
+    /// Waits `initial` after the first failure, doubling up to `max`.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max: max.max(initial),
+        }
+    }
+
+    /// The wait after the `failures`-th consecutive failure (counting from 0).
+    pub fn delay(&self, failures: u32) -> Duration {
+        let factor = 1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+impl Default for RetryPolicy {
+    /// 50 ms doubling up to 5 s.
+    fn default() -> Self {
+        Self::new(Duration::from_millis(50), Duration::from_secs(5))
+    }
+}
+
+/// The validated settings of a recorder; see [`RecorderBuilder`](super::RecorderBuilder) for
+/// each field's meaning and default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecorderConfig {
+    /// Most events reserved or queued but not yet committed.
+    pub max_queue_events: usize,
+    /// Most bytes (by [`AuditEvent::approximate_size`](crate::AuditEvent::approximate_size))
+    /// reserved or queued but not yet committed.
+    pub max_queue_bytes: usize,
+    /// Bytes reserved for an event before it is known.
+    pub reserved_bytes_per_event: usize,
+    /// Most events written in one transaction.
+    pub max_batch_events: usize,
+    /// How long the writer waits for more events after the first one of a batch.
+    pub max_batch_wait: Duration,
+    /// How long an admission may wait for capacity before the overload policy applies.
+    pub admission_wait: Duration,
+    /// Buffered or durable delivery.
+    pub delivery: DeliveryMode,
+    /// Reject or proceed when saturated.
+    pub overload: OverloadPolicy,
+    /// Backoff between failed writes.
+    pub retry: RetryPolicy,
+}
+
+impl Default for RecorderConfig {
+    fn default() -> Self {
+        Self {
+            max_queue_events: 10_000,
+            max_queue_bytes: 64 * 1024 * 1024,
+            reserved_bytes_per_event: 4 * 1024,
+            max_batch_events: 500,
+            max_batch_wait: Duration::from_millis(5),
+            admission_wait: Duration::from_secs(2),
+            delivery: DeliveryMode::Buffered,
+            overload: OverloadPolicy::Reject,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// A recorder setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid recorder setting `{setting}`: {message}")]
+pub struct InvalidConfig {
+    setting: &'static str,
+    message: &'static str,
+}
+
+impl InvalidConfig {
+    /// The setting at fault.
+    pub fn setting(&self) -> &'static str {
+        self.setting
+    }
+}
+
+impl RecorderConfig {
+    pub(crate) fn validate(&self) -> Result<(), InvalidConfig> {
+        let fail = |setting, message| Err(InvalidConfig { setting, message });
+        if self.max_queue_events == 0 {
+            return fail("max_queue_events", "must be at least 1");
+        }
+        if self.max_batch_events == 0 {
+            return fail("max_batch_events", "must be at least 1");
+        }
+        if self.reserved_bytes_per_event == 0 {
+            return fail("reserved_bytes_per_event", "must be at least 1");
+        }
+        if self.reserved_bytes_per_event > self.max_queue_bytes {
+            return fail(
+                "max_queue_bytes",
+                "must be at least reserved_bytes_per_event, or no event could ever be admitted",
+            );
+        }
+        Ok(())
+    }
+}

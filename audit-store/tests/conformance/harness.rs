@@ -1,0 +1,103 @@
+//! Per-backend set-up: an isolated database, a way to open a second store on it, and raw
+//! SQL for the tests that tamper with rows behind the store's back.
+
+use std::sync::Arc;
+
+use audit_store::{AuditStore, PostgresStore, SqliteStore, testing};
+use sqlx::AssertSqlSafe;
+
+pub enum Backend {
+    Sqlite {
+        store: SqliteStore,
+        url: String,
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        store: PostgresStore,
+    },
+}
+
+pub struct Harness {
+    pub store: Arc<dyn AuditStore>,
+    backend: Backend,
+}
+
+pub async fn sqlite(test: &str) -> Option<Harness> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join(format!("{test}.db")).display()
+    );
+    let store = SqliteStore::connect(&url).await.expect("open sqlite store");
+    Some(Harness {
+        store: Arc::new(store.clone()),
+        backend: Backend::Sqlite {
+            store,
+            url,
+            _dir: dir,
+        },
+    })
+}
+
+pub async fn postgres(test: &str) -> Option<Harness> {
+    let url = testing::postgres_url(test)?;
+    let store = testing::isolated_postgres_store(&url)
+        .await
+        .expect("open postgres store");
+    Some(Harness {
+        store: Arc::new(store.clone()),
+        backend: Backend::Postgres { store },
+    })
+}
+
+impl Harness {
+    /// A second, independent store on the same database (another app instance).
+    pub async fn second_instance(&self) -> Arc<dyn AuditStore> {
+        match &self.backend {
+            Backend::Sqlite { url, .. } => Arc::new(
+                SqliteStore::connect(url)
+                    .await
+                    .expect("second sqlite store"),
+            ),
+            Backend::Postgres { store } => {
+                let second =
+                    PostgresStore::new(store.pool().clone(), store.schema()).expect("schema");
+                second.migrate().await.expect("migrate again");
+                Arc::new(second)
+            }
+        }
+    }
+
+    /// Runs one statement with `{events}` replaced by the events table; returns rows affected.
+    pub async fn raw(&self, statement: &str) -> Result<u64, sqlx::Error> {
+        match &self.backend {
+            Backend::Sqlite { store, .. } => {
+                let statement = statement.replace("{events}", "audit_events");
+                sqlx::query(AssertSqlSafe(statement))
+                    .execute(store.writer_pool())
+                    .await
+                    .map(|r| r.rows_affected())
+            }
+            Backend::Postgres { store } => {
+                let statement =
+                    statement.replace("{events}", &format!("{}.audit_events", store.schema()));
+                sqlx::query(AssertSqlSafe(statement))
+                    .execute(store.pool())
+                    .await
+                    .map(|r| r.rows_affected())
+            }
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres { .. })
+    }
+
+    pub async fn cleanup(self) {
+        if let Backend::Postgres { store } = &self.backend {
+            testing::drop_postgres_schema(store)
+                .await
+                .expect("drop test schema");
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! One conformance suite, run against every backend.
+//!
+//! Each test body in `suite.rs` is generic over a [`Harness`]; the `conformance!` macro
+//! instantiates every body once per backend. SQLite runs always (a fresh file per test);
+//! PostgreSQL runs when `AUDIT_TEST_POSTGRES_URL` is set (a fresh schema per test).
+
+mod harness;
+mod model;
+mod suite;
+
+macro_rules! conformance {
+    ($backend:ident: $($test:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let Some(harness) = crate::harness::$backend(stringify!($test)).await else {
+                        return;
+                    };
+                    crate::suite::$test(&harness).await;
+                    harness.cleanup().await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_backends {
+    ($($test:ident),* $(,)?) => {
+        conformance!(sqlite: $($test),*);
+        conformance!(postgres: $($test),*);
+    };
+}
+
+all_backends!(
+    round_trip_every_field,
+    empty_batch_is_a_no_op,
+    every_filter_alone,
+    combined_filters_and_repeated_values,
+    user_filter_matches_id_or_email_ignoring_case,
+    resource_name_is_a_literal_case_insensitive_substring,
+    time_range_edges,
+    invalid_filters_are_typed_errors,
+    pagination_walks_have_no_gap_or_duplicate,
+    pagination_with_identical_timestamps,
+    events_inserted_while_paging,
+    cursor_cannot_change_query_or_scope,
+    tenant_scope_applies_everywhere,
+    get_by_id,
+    export_equals_paged_results,
+    facets_within_scope,
+    purge_removes_only_older_events,
+    update_and_delete_are_rejected_by_the_database,
+    concurrent_appends_lose_nothing,
+    failed_batch_is_atomic,
+    two_stores_share_one_database,
+);

@@ -1,0 +1,727 @@
+//! The test bodies, each run against every backend.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use audit_store::{
+    Action, AuditEvent, AuditStore, Cursor, EventFilter, HttpFacts, Limit, Outcome, PageRequest,
+    StoreError, TenantScope,
+};
+use chrono::{Duration, TimeZone, Utc};
+use futures_util::TryStreamExt;
+use serde_json::json;
+
+use crate::harness::Harness;
+use crate::model::{self, expected, ids, varied_events, walk};
+
+async fn seed(store: &dyn AuditStore, events: &[AuditEvent]) {
+    for chunk in events.chunks(1000) {
+        store.append(chunk).await.unwrap();
+    }
+}
+
+async fn all(store: &dyn AuditStore, filter: &EventFilter, scope: &TenantScope) -> Vec<AuditEvent> {
+    walk(store, filter, scope, 1000).await
+}
+
+fn filter() -> EventFilter {
+    EventFilter::default()
+}
+
+pub async fn round_trip_every_field(h: &Harness) {
+    let long = "ℓ".repeat(40_000);
+    let full = AuditEvent::builder("Dataset Rule ✓", Action::custom("change_model").unwrap())
+        .occurred_at(Utc.timestamp_micros(1_767_225_600_123_456).unwrap())
+        .http(HttpFacts::new(
+            "PATCH",
+            "/api/plans/{id}/model",
+            "/api/plans/%E2%9C%93/model",
+            599,
+        ))
+        .tenant("ácme")
+        .request_id("r".repeat(128))
+        .actor_id("id-😀")
+        .actor_email("Zoë@Example.test")
+        .actor_name("")
+        .denied("blocked: \"quotes\", 'apostrophes', \\ and\nnewlines\t")
+        .resource("", long.clone())
+        .duration_ms(0.001)
+        .client_ip("2001:db8::1")
+        .user_agent(long.clone())
+        .attribute("changes", json!({"name": ["a", "b"], "n": [null, 3.5]}))
+        .attribute("nested", json!({"deep": [1, {"x": "😀"}], "empty": {}}))
+        .attribute("", "")
+        .build();
+    let minimal = AuditEvent::builder("", Action::Create)
+        .occurred_at(Utc.timestamp_micros(1).unwrap())
+        .internal("")
+        .build();
+    let mut events = vec![full, minimal];
+    h.store.append(&events).await.unwrap();
+    let mut back = all(&*h.store, &filter(), &TenantScope::All).await;
+    model::sort_newest_first(&mut events);
+    assert_eq!(back.len(), 2);
+    for (stored, original) in back.iter().zip(&events) {
+        assert_eq!(stored, original);
+        // The JSON form round-trips too.
+        let json = serde_json::to_string(stored).unwrap();
+        assert_eq!(
+            &serde_json::from_str::<AuditEvent>(&json).unwrap(),
+            original
+        );
+    }
+    let minimal = back.pop().unwrap();
+    assert_eq!(minimal.tenant, None);
+    assert_eq!(minimal.actor_email, None);
+    assert!(minimal.attributes.is_empty());
+    assert_eq!(minimal.method, "INTERNAL");
+    assert_eq!(minimal.status, 0);
+}
+
+pub async fn empty_batch_is_a_no_op(h: &Harness) {
+    h.store.append(&[]).await.unwrap();
+    assert!(
+        all(&*h.store, &filter(), &TenantScope::All)
+            .await
+            .is_empty()
+    );
+}
+
+/// Every filter field on its own, against the reference model.
+fn single_filters() -> Vec<EventFilter> {
+    let t = model::base_time();
+    vec![
+        EventFilter {
+            categories: vec!["Model".into()],
+            ..filter()
+        },
+        EventFilter {
+            actions: vec![Action::Train],
+            ..filter()
+        },
+        EventFilter {
+            actions: vec![Action::custom("change_model").unwrap()],
+            ..filter()
+        },
+        EventFilter {
+            outcomes: vec![Outcome::Deny],
+            ..filter()
+        },
+        EventFilter {
+            outcomes: vec![Outcome::Allow],
+            ..filter()
+        },
+        EventFilter {
+            users: vec!["u-bob".into()],
+            ..filter()
+        },
+        EventFilter {
+            request_id: Some("req-5".into()),
+            ..filter()
+        },
+        EventFilter {
+            resource_id: Some("r-3".into()),
+            ..filter()
+        },
+        EventFilter {
+            resource_name: Some("churn".into()),
+            ..filter()
+        },
+        EventFilter {
+            tenants: vec!["globex".into()],
+            ..filter()
+        },
+        EventFilter {
+            from: Some(t + Duration::days(30)),
+            ..filter()
+        },
+        EventFilter {
+            to: Some(t + Duration::days(10)),
+            ..filter()
+        },
+        EventFilter {
+            categories: vec!["No such category".into()],
+            ..filter()
+        },
+    ]
+}
+
+pub async fn every_filter_alone(h: &Harness) {
+    let events = varied_events(1, 600);
+    seed(&*h.store, &events).await;
+    for f in single_filters() {
+        let want = expected(&events, &f, &TenantScope::All);
+        let got = all(&*h.store, &f, &TenantScope::All).await;
+        assert_eq!(ids(&got), ids(&want), "filter {f:?}");
+    }
+    let total = all(&*h.store, &filter(), &TenantScope::All).await;
+    assert_eq!(total.len(), 600);
+}
+
+pub async fn combined_filters_and_repeated_values(h: &Harness) {
+    let events = varied_events(2, 800);
+    seed(&*h.store, &events).await;
+    let t = model::base_time();
+    let filters = [
+        EventFilter {
+            categories: vec!["Model".into(), "Plan".into()],
+            actions: vec![Action::Create, Action::Delete],
+            ..filter()
+        },
+        EventFilter {
+            users: vec!["u-alice".into(), "dave@globex.test".into()],
+            outcomes: vec![Outcome::Allow],
+            from: Some(t + Duration::days(5)),
+            to: Some(t + Duration::days(40)),
+            ..filter()
+        },
+        EventFilter {
+            tenants: vec!["acme".into(), "globex".into()],
+            resource_name: Some("PLAN".into()),
+            categories: vec!["Plan".into(), "Field".into()],
+            ..filter()
+        },
+        EventFilter {
+            users: vec!["u-bob".into()],
+            categories: vec!["Model".into()],
+            from: Some(t + Duration::days(30)),
+            outcomes: vec![Outcome::Allow, Outcome::Deny],
+            actions: vec![Action::Train, Action::Update, Action::Create],
+            tenants: vec!["acme".into()],
+            ..filter()
+        },
+    ];
+    for f in filters {
+        let want = expected(&events, &f, &TenantScope::All);
+        assert!(!want.is_empty(), "test data should match {f:?}");
+        let got = all(&*h.store, &f, &TenantScope::All).await;
+        assert_eq!(ids(&got), ids(&want), "filter {f:?}");
+    }
+}
+
+pub async fn user_filter_matches_id_or_email_ignoring_case(h: &Harness) {
+    let events = varied_events(3, 300);
+    seed(&*h.store, &events).await;
+    for users in [
+        vec!["alice@acme.test".to_owned()],
+        vec!["ALICE@ACME.TEST".to_owned()],
+        vec!["u-alice".to_owned()],
+        vec!["U-ALICE".to_owned()], // ids are exact: matches nothing
+        vec!["u-bob".to_owned(), "Erin@Acme.Test".to_owned()],
+    ] {
+        let f = EventFilter {
+            users: users.clone(),
+            ..filter()
+        };
+        let want = expected(&events, &f, &TenantScope::All);
+        let got = all(&*h.store, &f, &TenantScope::All).await;
+        assert_eq!(ids(&got), ids(&want), "users {users:?}");
+    }
+}
+
+pub async fn resource_name_is_a_literal_case_insensitive_substring(h: &Harness) {
+    let events = varied_events(4, 300);
+    seed(&*h.store, &events).await;
+    for needle in [
+        "churn",
+        "CHURN MOD",
+        "100%",
+        "0% p",
+        "%",
+        "_",
+        "h_a",
+        "north_am",
+        "Ü",
+        "ïcode ré",
+        "\"quoted\"",
+        "\"",
+        "e",
+        "zz",
+        "no such name",
+        "model",
+    ] {
+        let f = EventFilter {
+            resource_name: Some(needle.into()),
+            ..filter()
+        };
+        let want = expected(&events, &f, &TenantScope::All);
+        let got = all(&*h.store, &f, &TenantScope::All).await;
+        assert_eq!(ids(&got), ids(&want), "needle {needle:?}");
+    }
+    // `%` and `_` are literal: the only names containing them match, nothing else.
+    let percent = EventFilter {
+        resource_name: Some("%".into()),
+        ..filter()
+    };
+    assert!(
+        all(&*h.store, &percent, &TenantScope::All)
+            .await
+            .iter()
+            .all(|e| e.resource_name.as_deref().unwrap().contains('%'))
+    );
+}
+
+pub async fn time_range_edges(h: &Harness) {
+    let t = model::base_time();
+    let at = |micros: i64| t + Duration::microseconds(micros);
+    let events: Vec<AuditEvent> = [-1, 0, 1, 999_999, 1_000_000, 1_000_001]
+        .into_iter()
+        .map(|m| {
+            AuditEvent::builder("Model", Action::Create)
+                .occurred_at(at(m))
+                .internal("edge")
+                .build()
+        })
+        .collect();
+    h.store.append(&events).await.unwrap();
+    let range = EventFilter {
+        from: Some(at(0)),
+        to: Some(at(1_000_000)),
+        ..filter()
+    };
+    let got = all(&*h.store, &range, &TenantScope::All).await;
+    let times: Vec<i64> = got
+        .iter()
+        .map(|e| (e.occurred_at - t).num_microseconds().unwrap())
+        .collect();
+    assert_eq!(times, vec![999_999, 1, 0], "from inclusive, to exclusive");
+    let empty = EventFilter {
+        from: Some(at(5)),
+        to: Some(at(5)),
+        ..filter()
+    };
+    assert!(all(&*h.store, &empty, &TenantScope::All).await.is_empty());
+}
+
+pub async fn invalid_filters_are_typed_errors(h: &Harness) {
+    let t = model::base_time();
+    let cases: Vec<(EventFilter, &str)> = vec![
+        (
+            EventFilter {
+                from: Some(t),
+                to: Some(t - Duration::seconds(1)),
+                ..filter()
+            },
+            "from",
+        ),
+        (
+            EventFilter {
+                categories: vec!["x".into(); 101],
+                ..filter()
+            },
+            "category",
+        ),
+        (
+            EventFilter {
+                resource_name: Some("x".repeat(5000)),
+                ..filter()
+            },
+            "resource_name",
+        ),
+        (
+            EventFilter {
+                request_id: Some("a\0b".into()),
+                ..filter()
+            },
+            "request_id",
+        ),
+    ];
+    for (f, parameter) in cases {
+        let err = h
+            .store
+            .query(&f, &TenantScope::All, &PageRequest::default())
+            .await
+            .unwrap_err();
+        match err {
+            StoreError::InvalidQuery(invalid) => assert_eq!(invalid.parameter(), parameter),
+            other => panic!("expected InvalidQuery for {parameter}, got {other}"),
+        }
+        let export: Result<Vec<_>, _> = h.store.export(f, TenantScope::All).try_collect().await;
+        assert!(matches!(export, Err(StoreError::InvalidQuery(_))));
+    }
+}
+
+pub async fn pagination_walks_have_no_gap_or_duplicate(h: &Harness) {
+    let events = varied_events(5, 700);
+    seed(&*h.store, &events).await;
+    let scope = TenantScope::only(["acme", "globex"]);
+    let f = EventFilter {
+        outcomes: vec![Outcome::Allow],
+        ..filter()
+    };
+    let want = expected(&events, &f, &scope);
+    for limit in [1, 7, 50, 333, 1000] {
+        let got = walk(&*h.store, &f, &scope, limit).await;
+        assert_eq!(ids(&got), ids(&want), "page size {limit}");
+    }
+}
+
+pub async fn pagination_with_identical_timestamps(h: &Harness) {
+    // Most events share one microsecond: order and paging rely on the id tiebreak.
+    let same = model::base_time();
+    let events: Vec<AuditEvent> = (0..250)
+        .map(|i| {
+            AuditEvent::builder("Model", Action::Update)
+                .occurred_at(if i % 5 == 0 {
+                    same + Duration::seconds(1)
+                } else {
+                    same
+                })
+                .internal("tie")
+                .build()
+        })
+        .collect();
+    seed(&*h.store, &events).await;
+    let want = expected(&events, &filter(), &TenantScope::All);
+    for limit in [1, 3, 10, 49, 250, 1000] {
+        let got = walk(&*h.store, &filter(), &TenantScope::All, limit).await;
+        assert_eq!(ids(&got), ids(&want), "page size {limit}");
+    }
+}
+
+pub async fn events_inserted_while_paging(h: &Harness) {
+    let events = varied_events(6, 300);
+    seed(&*h.store, &events).await;
+    let mut seen = Vec::new();
+    let mut request = PageRequest {
+        limit: Limit::new(20).unwrap(),
+        cursor: None,
+    };
+    let mut round = 0u64;
+    loop {
+        let page = h
+            .store
+            .query(&filter(), &TenantScope::All, &request)
+            .await
+            .unwrap();
+        seen.extend(page.items.iter().map(|e| e.id));
+        // Between pages another writer adds events: newer ones, older ones and some at the
+        // exact timestamp of the page boundary.
+        let boundary = page
+            .items
+            .last()
+            .map(|e| e.occurred_at)
+            .unwrap_or_else(Utc::now);
+        let mut extra = varied_events(100 + round, 5);
+        extra[0].occurred_at = boundary;
+        extra[1].occurred_at = Utc::now();
+        h.store.append(&extra).await.unwrap();
+        round += 1;
+        match page.next_cursor {
+            Some(cursor) => request.cursor = Some(cursor),
+            None => break,
+        }
+    }
+    let unique: HashSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no event is returned twice");
+    for e in &events {
+        assert!(
+            unique.contains(&e.id),
+            "pre-existing event {} was skipped",
+            e.id
+        );
+    }
+}
+
+pub async fn cursor_cannot_change_query_or_scope(h: &Harness) {
+    seed(&*h.store, &varied_events(7, 100)).await;
+    let acme = TenantScope::only(["acme"]);
+    let first = h
+        .store
+        .query(
+            &filter(),
+            &acme,
+            &PageRequest {
+                limit: Limit::new(5).unwrap(),
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    let cursor = first.next_cursor.expect("more pages");
+    let text = cursor.encode();
+    let reuse = |scope: TenantScope, f: EventFilter| {
+        let cursor = Cursor::decode(&text).unwrap();
+        let store = h.store.clone();
+        async move {
+            store
+                .query(
+                    &f,
+                    &scope,
+                    &PageRequest {
+                        limit: Limit::new(5).unwrap(),
+                        cursor: Some(cursor),
+                    },
+                )
+                .await
+        }
+    };
+    for result in [
+        reuse(TenantScope::All, filter()).await,
+        reuse(TenantScope::only(["acme", "globex"]), filter()).await,
+        reuse(
+            acme.clone(),
+            EventFilter {
+                users: vec!["u-bob".into()],
+                ..filter()
+            },
+        )
+        .await,
+    ] {
+        match result {
+            Err(StoreError::InvalidQuery(e)) => assert_eq!(e.parameter(), "cursor"),
+            other => panic!("cursor reused for another query: {other:?}"),
+        }
+    }
+    let same = reuse(acme, filter()).await.unwrap();
+    assert!(
+        same.items
+            .iter()
+            .all(|e| e.tenant.as_deref() == Some("acme"))
+    );
+}
+
+pub async fn tenant_scope_applies_everywhere(h: &Harness) {
+    let events = varied_events(8, 400);
+    seed(&*h.store, &events).await;
+    let acme = TenantScope::only(["acme"]);
+    let nobody = TenantScope::Only(Default::default());
+    // List: only acme, and asking for globex inside an acme scope gives nothing.
+    let listed = all(&*h.store, &filter(), &acme).await;
+    assert_eq!(ids(&listed), ids(&expected(&events, &filter(), &acme)));
+    let escape = EventFilter {
+        tenants: vec!["globex".into()],
+        ..filter()
+    };
+    assert!(all(&*h.store, &escape, &acme).await.is_empty());
+    assert!(all(&*h.store, &filter(), &nobody).await.is_empty());
+    // Events without a tenant only with the all-tenants scope.
+    let untenanted = events.iter().find(|e| e.tenant.is_none()).unwrap();
+    assert!(h.store.get(untenanted.id, &acme).await.unwrap().is_none());
+    assert!(
+        h.store
+            .get(untenanted.id, &TenantScope::All)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let globex_event = events
+        .iter()
+        .find(|e| e.tenant.as_deref() == Some("globex"))
+        .unwrap();
+    assert!(h.store.get(globex_event.id, &acme).await.unwrap().is_none());
+    // Export and facets.
+    let exported: Vec<AuditEvent> = h
+        .store
+        .export(filter(), acme.clone())
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(exported.iter().all(|e| e.tenant.as_deref() == Some("acme")));
+    assert_eq!(exported.len(), listed.len());
+    let facets = h.store.facets(&acme).await.unwrap();
+    assert!(
+        facets
+            .users
+            .iter()
+            .all(|u| u.email.as_deref() != Some("dave@globex.test")
+                || events.iter().any(|e| e.tenant.as_deref() == Some("acme")
+                    && e.actor_id.as_deref() == Some("u-dave")))
+    );
+    assert!(h.store.facets(&nobody).await.unwrap().categories.is_empty());
+}
+
+pub async fn get_by_id(h: &Harness) {
+    let events = varied_events(9, 20);
+    seed(&*h.store, &events).await;
+    for e in &events {
+        assert_eq!(
+            h.store.get(e.id, &TenantScope::All).await.unwrap().as_ref(),
+            Some(e)
+        );
+    }
+    assert!(
+        h.store
+            .get(uuid::Uuid::now_v7(), &TenantScope::All)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn export_equals_paged_results(h: &Harness) {
+    // More than two export chunks, so chunk boundaries are crossed.
+    let events = varied_events(10, 4_500);
+    seed(&*h.store, &events).await;
+    for (f, scope) in [
+        (filter(), TenantScope::All),
+        (
+            EventFilter {
+                categories: vec!["Model".into(), "Field".into()],
+                ..filter()
+            },
+            TenantScope::only(["acme"]),
+        ),
+    ] {
+        let exported: Vec<AuditEvent> = h
+            .store
+            .export(f.clone(), scope.clone())
+            .try_collect()
+            .await
+            .unwrap();
+        let paged = walk(&*h.store, &f, &scope, 1000).await;
+        assert_eq!(exported, paged);
+        assert_eq!(ids(&exported), ids(&expected(&events, &f, &scope)));
+    }
+}
+
+pub async fn facets_within_scope(h: &Harness) {
+    let events = varied_events(11, 300);
+    seed(&*h.store, &events).await;
+    for scope in [TenantScope::All, TenantScope::only(["globex"])] {
+        let visible = expected(&events, &filter(), &scope);
+        let facets = h.store.facets(&scope).await.unwrap();
+        let mut categories: Vec<String> = visible.iter().map(|e| e.category.clone()).collect();
+        categories.sort();
+        categories.dedup();
+        assert_eq!(facets.categories, categories);
+        let mut actions: Vec<String> = visible.iter().map(|e| e.action.to_string()).collect();
+        actions.sort();
+        actions.dedup();
+        assert_eq!(
+            facets
+                .actions
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>(),
+            actions
+        );
+        let mut outcomes: Vec<Outcome> = visible.iter().map(|e| e.outcome).collect();
+        outcomes.sort_by_key(|o| o.as_str());
+        outcomes.dedup();
+        assert_eq!(facets.outcomes, outcomes);
+        let users: HashSet<(Option<String>, Option<String>)> = visible
+            .iter()
+            .map(|e| (e.actor_id.clone(), e.actor_email.clone()))
+            .collect();
+        let got: HashSet<(Option<String>, Option<String>)> = facets
+            .users
+            .iter()
+            .map(|u| (u.id.clone(), u.email.clone()))
+            .collect();
+        assert_eq!(got, users);
+        assert!(facets.users.iter().all(|u| u.name.is_some()));
+    }
+}
+
+pub async fn purge_removes_only_older_events(h: &Harness) {
+    let events = varied_events(12, 500);
+    seed(&*h.store, &events).await;
+    let cutoff = model::base_time() + Duration::days(20);
+    let older = events.iter().filter(|e| e.occurred_at < cutoff).count() as u64;
+    assert!(older > 0);
+    assert_eq!(h.store.purge_before(cutoff).await.unwrap(), older);
+    let left = all(&*h.store, &filter(), &TenantScope::All).await;
+    assert_eq!(left.len() as u64, 500 - older);
+    assert!(left.iter().all(|e| e.occurred_at >= cutoff));
+    // The name index followed the purge.
+    let f = EventFilter {
+        resource_name: Some("churn".into()),
+        ..filter()
+    };
+    assert_eq!(
+        ids(&all(&*h.store, &f, &TenantScope::All).await),
+        ids(&expected(&left, &f, &TenantScope::All))
+    );
+    assert_eq!(h.store.purge_before(cutoff).await.unwrap(), 0);
+}
+
+pub async fn update_and_delete_are_rejected_by_the_database(h: &Harness) {
+    let events = varied_events(13, 10);
+    seed(&*h.store, &events).await;
+    let mut statements = vec![
+        "UPDATE {events} SET category = 'tampered'",
+        "UPDATE {events} SET outcome = 'allow' WHERE outcome = 'deny'",
+        "DELETE FROM {events}",
+        "DELETE FROM {events} WHERE occurred_at IS NOT NULL",
+    ];
+    if h.is_postgres() {
+        statements.push("TRUNCATE {events}");
+    }
+    for statement in statements {
+        let err = h.raw(statement).await.expect_err(statement);
+        assert!(
+            err.to_string().contains(audit_store::APPEND_ONLY_MESSAGE),
+            "{statement}: unexpected error {err}"
+        );
+    }
+    let left = all(&*h.store, &filter(), &TenantScope::All).await;
+    let mut want = events.clone();
+    model::sort_newest_first(&mut want);
+    assert_eq!(left, want, "nothing changed");
+}
+
+pub async fn concurrent_appends_lose_nothing(h: &Harness) {
+    let tasks = 32;
+    let batches = 20;
+    let per_batch = 10;
+    let mut handles = Vec::new();
+    for task in 0..tasks {
+        let store: Arc<dyn AuditStore> = h.store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut written = Vec::new();
+            for batch in 0..batches {
+                let events = varied_events((task * 1000 + batch + 1) as u64, per_batch);
+                store.append(&events).await.unwrap();
+                written.extend(events.into_iter().map(|e| e.id));
+            }
+            written
+        }));
+    }
+    let mut written = HashSet::new();
+    for handle in handles {
+        written.extend(handle.await.unwrap());
+    }
+    let stored = all(&*h.store, &filter(), &TenantScope::All).await;
+    assert_eq!(stored.len(), tasks * batches * per_batch);
+    assert_eq!(stored.iter().map(|e| e.id).collect::<HashSet<_>>(), written);
+}
+
+pub async fn failed_batch_is_atomic(h: &Harness) {
+    let events = varied_events(14, 3);
+    h.store.append(&events).await.unwrap();
+    // A batch containing a duplicate id fails as a whole: none of its events is stored.
+    let mut batch = varied_events(15, 1200);
+    batch[1100] = events[0].clone();
+    assert!(matches!(
+        h.store.append(&batch).await,
+        Err(StoreError::Database(_))
+    ));
+    assert_eq!(all(&*h.store, &filter(), &TenantScope::All).await.len(), 3);
+}
+
+pub async fn two_stores_share_one_database(h: &Harness) {
+    let second = h.second_instance().await;
+    let stores = [h.store.clone(), second];
+    let mut handles = Vec::new();
+    for (n, store) in stores.iter().enumerate() {
+        for task in 0..8 {
+            let store = store.clone();
+            handles.push(tokio::spawn(async move {
+                for batch in 0..10 {
+                    let seed = (n * 10_000 + task * 100 + batch + 1) as u64;
+                    store.append(&varied_events(seed, 25)).await.unwrap();
+                }
+            }));
+        }
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    for store in &stores {
+        assert_eq!(
+            all(&**store, &filter(), &TenantScope::All).await.len(),
+            2 * 8 * 10 * 25
+        );
+    }
+}
