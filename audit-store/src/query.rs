@@ -76,13 +76,13 @@ impl EventFilter {
                 check_value(name, value)?;
             }
         }
-        if let (Some(from), Some(to)) = (self.from, self.to) {
-            if from > to {
-                return Err(InvalidQuery::new(
-                    "from",
-                    "`from` is after `to`: the time range is empty",
-                ));
-            }
+        if let (Some(from), Some(to)) = (self.from, self.to)
+            && from > to
+        {
+            return Err(InvalidQuery::new(
+                "from",
+                "`from` is after `to`: the time range is empty",
+            ));
         }
         Ok(())
     }

@@ -58,7 +58,7 @@ pub fn varied_events(seed: u64, count: usize) -> Vec<AuditEvent> {
         .map(|i| {
             let at = base_time() + Duration::microseconds((rng.next() % 5_184_000_000_000) as i64);
             let (actor_id, email) = *rng.pick(&USERS);
-            let outcome = if rng.next() % 5 == 0 {
+            let outcome = if rng.next().is_multiple_of(5) {
                 Outcome::Deny
             } else {
                 Outcome::Allow
@@ -140,7 +140,7 @@ pub fn expected(
 }
 
 pub fn sort_newest_first(events: &mut [AuditEvent]) {
-    events.sort_by(|a, b| (b.occurred_at, b.id).cmp(&(a.occurred_at, a.id)));
+    events.sort_by_key(|e| std::cmp::Reverse((e.occurred_at, e.id)));
 }
 
 /// Walks every page of a query and returns all items in order.
