@@ -32,6 +32,7 @@
 mod error;
 mod event;
 mod query;
+mod recorder;
 mod sql;
 mod store;
 
@@ -53,6 +54,11 @@ pub use postgres::{DEFAULT_SCHEMA, PostgresStore};
 pub use query::{
     Cursor, EventFilter, FacetUser, Facets, Limit, MAX_FILTER_VALUE_LEN, MAX_FILTER_VALUES, Page,
     PageRequest, Position, TenantScope,
+};
+pub use recorder::{
+    Admission, Delivery, DeliveryError, DeliveryMode, GAP_ACTION, GAP_CATEGORY, GAP_SOURCE,
+    InvalidConfig, OverloadPolicy, RecordError, Recorder, RecorderBuilder, RecorderConfig,
+    RecorderMetrics, Reservation, ReserveError, RetryPolicy, ShutdownError, StartError,
 };
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;

@@ -1,0 +1,272 @@
+//! Recorder behaviour against a real (in-memory or file) SQLite store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::{EventFilter, PageRequest, SqliteStore, TenantScope};
+
+fn job_event(n: usize) -> AuditEvent {
+    AuditEvent::builder("Model", Action::Rescore)
+        .internal(format!("job-{n}"))
+        .build()
+}
+
+async fn count(store: &SqliteStore) -> usize {
+    let mut total = 0;
+    let mut cursor = None;
+    loop {
+        let page = store
+            .query(
+                &EventFilter::default(),
+                &TenantScope::All,
+                &PageRequest {
+                    cursor,
+                    limit: crate::Limit::new(1000).unwrap(),
+                },
+            )
+            .await
+            .unwrap();
+        total += page.items.len();
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return total,
+        }
+    }
+}
+
+#[tokio::test]
+async fn shutdown_drains_a_full_queue() {
+    let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+    let recorder = Recorder::builder(store.clone())
+        .max_queue_events(300)
+        .max_batch_events(50)
+        .start()
+        .unwrap();
+    let reservations: Vec<_> = (0..300).map(|_| recorder.try_reserve().unwrap()).collect();
+    assert_eq!(recorder.try_reserve().unwrap_err(), ReserveError::Full);
+    for (n, reservation) in reservations.into_iter().enumerate() {
+        let _ = reservation.submit(job_event(n));
+    }
+    recorder.shutdown().await.unwrap();
+    assert_eq!(count(&store).await, 300);
+    let metrics = recorder.metrics();
+    assert_eq!((metrics.recorded, metrics.queue_depth), (300, 0));
+    assert!(metrics.batches >= 6, "batches of at most 50: {metrics:?}");
+    assert_eq!(
+        recorder.try_reserve().unwrap_err(),
+        ReserveError::ShuttingDown
+    );
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_outstanding_reservations() {
+    let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+    let recorder = Recorder::builder(store.clone()).start().unwrap();
+    let reservation = recorder.try_reserve().unwrap();
+    let stopping = tokio::spawn({
+        let recorder = recorder.clone();
+        async move { recorder.shutdown().await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!stopping.is_finished());
+    let _ = reservation.submit(job_event(1));
+    stopping.await.unwrap().unwrap();
+    assert_eq!(count(&store).await, 1);
+}
+
+#[tokio::test]
+async fn bounded_shutdown_reports_what_is_pending() {
+    let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+    let recorder = Recorder::builder(store).start().unwrap();
+    let _held = recorder.try_reserve().unwrap();
+    let err = recorder
+        .shutdown_within(Duration::from_millis(30))
+        .await
+        .unwrap_err();
+    assert_eq!(err, ShutdownError::TimedOut { pending: 1 });
+}
+
+#[tokio::test]
+async fn byte_bound_limits_admission() {
+    let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+    let recorder = Recorder::builder(store)
+        .reserved_bytes_per_event(1000)
+        .max_queue_bytes(2500)
+        .admission_wait(Duration::from_millis(10))
+        .start()
+        .unwrap();
+    let _a = recorder.try_reserve().unwrap();
+    let _b = recorder.try_reserve().unwrap();
+    assert_eq!(recorder.try_reserve().unwrap_err(), ReserveError::Full);
+    assert!(matches!(
+        recorder.admit().await,
+        Admission::Refused(ReserveError::Full)
+    ));
+    assert_eq!(recorder.metrics().refused, 1);
+    assert_eq!(recorder.metrics().queue_bytes, 2000);
+}
+
+#[tokio::test]
+async fn durable_record_returns_after_commit() {
+    let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+    let recorder = Recorder::builder(store.clone())
+        .delivery(DeliveryMode::Durable)
+        .start()
+        .unwrap();
+    let handles: Vec<_> = (0..50)
+        .map(|n| {
+            let recorder = recorder.clone();
+            tokio::spawn(async move { recorder.record(job_event(n)).await })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.unwrap().unwrap();
+    }
+    // Every record() returned after its commit, before any shutdown.
+    assert_eq!(count(&store).await, 50);
+    let metrics = recorder.metrics();
+    assert!(
+        metrics.batches < 50,
+        "group commit shares transactions: {metrics:?}"
+    );
+    recorder.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn proceed_policy_writes_one_gap_record_after_recovery() {
+    let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+    let recorder = Recorder::builder(store.clone())
+        .max_queue_events(2)
+        .admission_wait(Duration::from_millis(5))
+        .overload(OverloadPolicy::Proceed)
+        .start()
+        .unwrap();
+    let a = recorder.try_reserve().unwrap();
+    let b = recorder.try_reserve().unwrap();
+    for _ in 0..3 {
+        assert!(matches!(recorder.admit().await, Admission::Unrecorded));
+    }
+    let _ = a.submit(job_event(1));
+    let _ = b.submit(job_event(2));
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while recorder.metrics().gaps == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let page = store
+        .query(
+            &EventFilter {
+                categories: vec![GAP_CATEGORY.to_owned()],
+                ..EventFilter::default()
+            },
+            &TenantScope::All,
+            &PageRequest::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    let gap = &page.items[0];
+    assert_eq!(gap.action.as_str(), GAP_ACTION);
+    assert_eq!(gap.attributes["missed_events"], 3);
+    assert!(gap.attributes["first_missed_at"].is_string());
+    assert!(gap.attributes["last_missed_at"].is_string());
+    let metrics = recorder.metrics();
+    assert_eq!((metrics.missed, metrics.gaps, metrics.refused), (3, 1, 0));
+    recorder.shutdown().await.unwrap();
+    assert_eq!(count(&store).await, 3);
+}
+
+#[tokio::test]
+async fn locked_database_is_retried_until_it_frees() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let url = format!("sqlite://{}", path.display());
+    SqliteStore::connect(&url).await.unwrap();
+    // A store whose writer gives up on a lock quickly, so the recorder's own retries show.
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .busy_timeout(Duration::from_millis(20));
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let store = SqliteStore::new(pool);
+    let mut locker = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let recorder = Recorder::builder(Arc::new(store.clone()))
+        .retry(RetryPolicy::new(
+            Duration::from_millis(10),
+            Duration::from_millis(40),
+        ))
+        .start()
+        .unwrap();
+    for n in 0..20 {
+        recorder.record(job_event(n)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = recorder.metrics();
+    assert_eq!(during.recorded, 0);
+    assert!(
+        during.failed_batches >= 2 && during.retries >= 1,
+        "{during:?}"
+    );
+    assert_eq!(during.queue_depth, 20);
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    recorder.shutdown().await.unwrap();
+    assert_eq!(count(&store).await, 20);
+}
+
+#[test]
+fn start_outside_a_runtime_is_an_error() {
+    let builder = Recorder::builder(Arc::new(NoStore));
+    assert_eq!(builder.start().unwrap_err(), StartError::NoRuntime);
+    let invalid = Recorder::builder(Arc::new(NoStore))
+        .max_batch_events(0)
+        .start();
+    assert!(matches!(invalid, Err(StartError::InvalidConfig(_))));
+}
+
+/// Only for the runtime check above: never reached.
+#[derive(Debug)]
+struct NoStore;
+
+#[async_trait::async_trait]
+impl AuditStore for NoStore {
+    async fn append(&self, _: &[AuditEvent]) -> Result<(), crate::StoreError> {
+        Err(crate::StoreError::Config("unused".into()))
+    }
+    async fn query(
+        &self,
+        _: &EventFilter,
+        _: &TenantScope,
+        _: &PageRequest,
+    ) -> Result<crate::Page, crate::StoreError> {
+        Err(crate::StoreError::Config("unused".into()))
+    }
+    async fn get(
+        &self,
+        _: uuid::Uuid,
+        _: &TenantScope,
+    ) -> Result<Option<AuditEvent>, crate::StoreError> {
+        Ok(None)
+    }
+    fn export(&self, _: EventFilter, _: TenantScope) -> crate::EventStream {
+        Box::pin(futures_util::stream::empty())
+    }
+    async fn facets(&self, _: &TenantScope) -> Result<crate::Facets, crate::StoreError> {
+        Err(crate::StoreError::Config("unused".into()))
+    }
+    async fn purge_before(&self, _: DateTime<Utc>) -> Result<u64, crate::StoreError> {
+        Ok(0)
+    }
+}
