@@ -46,7 +46,7 @@ async fn shutdown_drains_a_full_queue() {
     let reservations: Vec<_> = (0..300).map(|_| recorder.try_reserve().unwrap()).collect();
     assert_eq!(recorder.try_reserve().unwrap_err(), ReserveError::Full);
     for (n, reservation) in reservations.into_iter().enumerate() {
-        let _ = reservation.submit(job_event(n));
+        reservation.submit(job_event(n)).await.unwrap();
     }
     recorder.shutdown().await.unwrap();
     assert_eq!(count(&store).await, 300);
@@ -70,7 +70,7 @@ async fn shutdown_waits_for_outstanding_reservations() {
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!stopping.is_finished());
-    let _ = reservation.submit(job_event(1));
+    reservation.submit(job_event(1)).await.unwrap();
     stopping.await.unwrap().unwrap();
     assert_eq!(count(&store).await, 1);
 }
@@ -147,8 +147,8 @@ async fn proceed_policy_writes_one_gap_record_after_recovery() {
     for _ in 0..3 {
         assert!(matches!(recorder.admit().await, Admission::Unrecorded));
     }
-    let _ = a.submit(job_event(1));
-    let _ = b.submit(job_event(2));
+    a.submit(job_event(1)).await.unwrap();
+    b.submit(job_event(2)).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), async {
         while recorder.metrics().gaps == 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
