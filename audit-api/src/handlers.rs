@@ -1,0 +1,199 @@
+//! The route handlers. Each takes its access guard first, then parses its own query string.
+
+use audit_store::{AuditEvent, TenantScope};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::Utc;
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::export::{Column, ExportBody, encoder};
+use crate::guard::{CanExport, CanView, CanViewPage};
+use crate::page;
+use crate::params::{Endpoint, PARAMETERS, ParsedQuery, parse_query};
+use crate::router::AppState;
+use crate::self_audit::export_event;
+
+/// `GET /`: the page (a placeholder until the web page lands). A request for the bare
+/// prefix (`/admin/audit` rather than `/admin/audit/`) is redirected to the trailing-slash
+/// form, where the page's relative links resolve under the prefix.
+pub(crate) async fn page(
+    _: CanViewPage,
+    OriginalUri(original): OriginalUri,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let path = original.path();
+    if !path.ends_with('/') {
+        let target = match raw {
+            Some(query) => format!("{path}/?{query}"),
+            None => format!("{path}/"),
+        };
+        return Redirect::permanent(&target).into_response();
+    }
+    page::placeholder()
+}
+
+/// The body of `GET /events`.
+#[derive(Debug, Serialize)]
+pub(crate) struct EventPage {
+    items: Vec<AuditEvent>,
+    next_cursor: Option<String>,
+}
+
+/// `GET /events`
+pub(crate) async fn list_events(
+    CanView(viewer): CanView,
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<EventPage>, ApiError> {
+    let query = parse_query(raw.as_deref(), Endpoint::Events)?;
+    let page = state
+        .store
+        .query(&query.filter, &viewer.tenants, &query.page())
+        .await?;
+    Ok(Json(EventPage {
+        items: page.items,
+        next_cursor: page.next_cursor.map(|cursor| cursor.encode()),
+    }))
+}
+
+/// `GET /events/{id}`
+pub(crate) async fn get_event(
+    CanView(viewer): CanView,
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<AuditEvent>, ApiError> {
+    parse_query(raw.as_deref(), Endpoint::NoParameters)?;
+    let Path(id) = id.map_err(|rejection| ApiError::invalid_parameter("id", rejection.body_text()))?;
+    let id = Uuid::try_parse(&id)
+        .map_err(|_| ApiError::invalid_parameter("id", "must be an event id (a UUID)"))?;
+    state
+        .store
+        .get(id, &viewer.tenants)
+        .await?
+        .map(Json)
+        // The same answer whether the event does not exist or belongs to a tenant the viewer
+        // may not see: the response must not reveal other tenants' events.
+        .ok_or_else(|| ApiError::NotFound(format!("no event {id}")))
+}
+
+/// `GET /facets`
+pub(crate) async fn facets(
+    CanView(viewer): CanView,
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<audit_store::Facets>, ApiError> {
+    parse_query(raw.as_deref(), Endpoint::NoParameters)?;
+    Ok(Json(state.store.facets(&viewer.tenants).await?))
+}
+
+/// `GET /openapi.json`
+pub(crate) async fn openapi(
+    _: CanView,
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    parse_query(raw.as_deref(), Endpoint::NoParameters)?;
+    let mut response = Body::from(state.openapi_json.clone()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// Any other path under the router: checked like every route, then 404.
+pub(crate) async fn not_found(_: CanView) -> ApiError {
+    ApiError::NotFound("no such route in the audit API".into())
+}
+
+/// `GET /export`: see [`crate::export`] for streaming, backpressure and failure signalling.
+pub(crate) async fn export(
+    CanExport(viewer, facts): CanExport,
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = parse_query(raw.as_deref(), Endpoint::Export)?;
+    let format = query.format.unwrap_or_default();
+    let columns = query
+        .columns
+        .clone()
+        .unwrap_or_else(|| Column::ALL.to_vec());
+    let mut events = state
+        .store
+        .export(query.filter.clone(), viewer.tenants.clone());
+    // Read the first event before answering, so a store that fails at once gets a proper
+    // error status instead of a 200 with a broken body.
+    let first = events.next().await.transpose()?;
+    let file_name = format!(
+        "audit-log-{}.{}",
+        Utc::now().format("%Y-%m-%d"),
+        format.extension()
+    );
+    let attributes = export_attributes(&query, format.as_str(), &columns, &viewer.tenants);
+    // An export that cannot be recorded does not happen: the audit log must know of every
+    // copy of itself that left the building.
+    state
+        .sink
+        .record(export_event(&facts, &viewer, &file_name, attributes))
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "could not record an export; refusing it");
+            ApiError::SelfAuditUnavailable
+        })?;
+    let body = Body::from_stream(ExportBody::new(first, events, encoder(format, columns)));
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\""))
+        .map_err(|_| ApiError::Internal)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(format.content_type())),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// `{"filters": {...}, "format": ..., "columns": [...], "tenant_scope": ...}` of an export.
+fn export_attributes(
+    query: &ParsedQuery,
+    format: &str,
+    columns: &[Column],
+    scope: &TenantScope,
+) -> Map<String, Value> {
+    let filters: Map<String, Value> = query
+        .filters_given
+        .iter()
+        .map(|(name, values)| {
+            let repeatable = PARAMETERS
+                .iter()
+                .any(|spec| spec.name == *name && spec.repeatable);
+            let value = match values.as_slice() {
+                [single] if !repeatable => Value::from(single.clone()),
+                many => Value::from(many.to_vec()),
+            };
+            ((*name).to_owned(), value)
+        })
+        .collect();
+    let scope = match scope {
+        TenantScope::All => Value::from("all"),
+        TenantScope::Only(tenants) => Value::from(tenants.iter().cloned().collect::<Vec<_>>()),
+    };
+    let mut attributes = Map::new();
+    attributes.insert("filters".into(), Value::Object(filters));
+    attributes.insert("format".into(), Value::from(format));
+    attributes.insert(
+        "columns".into(),
+        Value::from(columns.iter().map(|c| c.name()).collect::<Vec<_>>()),
+    );
+    attributes.insert("tenant_scope".into(), scope);
+    attributes
+}

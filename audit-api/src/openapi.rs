@@ -1,0 +1,301 @@
+//! The OpenAPI 3.1 document, generated from the route table ([`crate::router`]) and the
+//! parameter table ([`crate::PARAMETERS`]) with utoipa, so it lists exactly what the code
+//! serves and parses. Response schemas are utoipa derives; tests check them against the
+//! serde form of the store's types.
+
+use bytes::Bytes;
+use serde_json::json;
+use utoipa::openapi::path::{
+    HttpMethod, Operation, OperationBuilder, Parameter, ParameterBuilder, ParameterIn,
+    ParameterStyle, PathItem,
+};
+use utoipa::openapi::request_body::RequestBody;
+use utoipa::openapi::schema::{
+    ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
+};
+use utoipa::openapi::server::Server;
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Ref,
+    RefOr, Required, ResponseBuilder,
+};
+use utoipa::ToSchema;
+
+use crate::access::Permission;
+use crate::params::{Endpoint, PARAMETERS, ParameterSpec, ValueKind};
+use crate::router::{Produces, ROUTES, RouteSpec};
+
+/// Schemas of the JSON bodies, named as they appear in the document.
+#[allow(dead_code)] // only their derived schemas are used
+mod schemas {
+    use utoipa::ToSchema;
+
+    /// One audit event.
+    #[derive(ToSchema)]
+    pub(crate) struct Event {
+        /// UUIDv7, time-ordered.
+        #[schema(format = Uuid)]
+        pub id: String,
+        /// RFC 3339 UTC, microseconds.
+        #[schema(format = DateTime)]
+        pub occurred_at: String,
+        pub tenant: Option<String>,
+        pub request_id: String,
+        pub actor_id: Option<String>,
+        pub actor_email: Option<String>,
+        pub actor_name: Option<String>,
+        /// The resource type, e.g. `Model`.
+        pub category: String,
+        /// snake_case, e.g. `create`, `train`, `download`.
+        pub action: String,
+        #[schema(inline)]
+        pub outcome: Outcome,
+        pub reason: Option<String>,
+        pub resource_id: Option<String>,
+        pub resource_name: Option<String>,
+        pub method: String,
+        /// The matched route pattern.
+        pub route: String,
+        pub path: String,
+        pub status: u16,
+        pub duration_ms: f64,
+        pub client_ip: Option<String>,
+        pub user_agent: Option<String>,
+        /// Action-specific detail; field changes under `changes` as `{"field": [before, after]}`.
+        #[schema(value_type = Object)]
+        pub attributes: serde_json::Value,
+    }
+
+    /// Whether the action was allowed.
+    #[derive(ToSchema)]
+    #[schema(rename_all = "lowercase")]
+    pub(crate) enum Outcome {
+        Allow,
+        Deny,
+    }
+
+    /// One page of events, newest first.
+    #[derive(ToSchema)]
+    pub(crate) struct EventPage {
+        pub items: Vec<Event>,
+        /// Pass back as `cursor` for the next page; null on the last page.
+        pub next_cursor: Option<String>,
+    }
+
+    /// The values the viewer may filter on.
+    #[derive(ToSchema)]
+    pub(crate) struct Facets {
+        pub categories: Vec<String>,
+        pub actions: Vec<String>,
+        pub users: Vec<FacetUser>,
+        #[schema(inline)]
+        pub outcomes: Vec<Outcome>,
+    }
+
+    /// One actor offered as a `user` filter value.
+    #[derive(ToSchema)]
+    pub(crate) struct FacetUser {
+        pub id: Option<String>,
+        pub email: Option<String>,
+        pub name: Option<String>,
+    }
+
+    /// Every error: 400, 401, 403, 404, 503.
+    #[derive(ToSchema)]
+    pub(crate) struct Error {
+        /// `invalid_parameter`, `unauthenticated`, `forbidden`, `not_found`,
+        /// `store_unavailable`, `audit_unavailable`, `internal_error`.
+        pub error: String,
+        pub message: String,
+        /// The parameter at fault (400 only).
+        pub parameter: Option<String>,
+    }
+}
+
+fn schema_ref<T: ToSchema>() -> RefOr<Schema> {
+    RefOr::Ref(Ref::from_schema_name(T::name()))
+}
+
+fn json_response(description: &str, schema: RefOr<Schema>) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", ContentBuilder::new().schema(Some(schema)).build())
+        .build()
+}
+
+fn value_schema(kind: ValueKind) -> Schema {
+    let string = || ObjectBuilder::new().schema_type(Type::String);
+    let object = match kind {
+        ValueKind::Text | ValueKind::Cursor => string(),
+        ValueKind::Action => string().pattern(Some("^[a-z][a-z0-9_]*$")),
+        ValueKind::Outcome => string().enum_values(Some(["allow", "deny"])),
+        ValueKind::Instant => string().description(Some(
+            "RFC 3339 instant (e.g. 2026-03-01T09:30:00Z) or YYYY-MM-DD (00:00 UTC)",
+        )),
+        ValueKind::Limit => ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(1000))
+            .default(Some(json!(50))),
+        ValueKind::Format => string()
+            .enum_values(Some(["csv", "json", "ndjson"]))
+            .default(Some(json!("csv"))),
+        ValueKind::Columns => string().examples([json!("occurred_at,actor_email,action")]),
+    };
+    Schema::Object(object.build())
+}
+
+fn query_parameter(spec: &ParameterSpec) -> Parameter {
+    let schema = if spec.repeatable {
+        Schema::Array(ArrayBuilder::new().items(RefOr::T(value_schema(spec.kind))).build())
+    } else {
+        value_schema(spec.kind)
+    };
+    let description = match spec.alias {
+        Some(alias) => format!("{} Also accepted as `{alias}`.", spec.description),
+        None => spec.description.to_owned(),
+    };
+    ParameterBuilder::new()
+        .name(spec.name)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(schema))
+        .style(Some(ParameterStyle::Form))
+        .explode(Some(true))
+        .build()
+}
+
+fn operation(route: &RouteSpec) -> Operation {
+    let mut parameters: Vec<Parameter> = PARAMETERS
+        .iter()
+        .filter(|spec| route.endpoint != Endpoint::NoParameters && spec.accepted_by(route.endpoint))
+        .map(query_parameter)
+        .collect();
+    if route.path.contains("{id}") {
+        parameters.push(
+            ParameterBuilder::new()
+                .name("id")
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some("The event id"))
+                .schema(Some(Schema::Object(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+                        .build(),
+                )))
+                .build(),
+        );
+    }
+    let ok = match route.produces {
+        Produces::Html => ResponseBuilder::new()
+            .description("The web page")
+            .content("text/html", ContentBuilder::new().build())
+            .build(),
+        Produces::EventPage => json_response("One page of events", schema_ref::<schemas::EventPage>()),
+        Produces::Event => json_response("The event", schema_ref::<schemas::Event>()),
+        Produces::Facets => json_response("The facets", schema_ref::<schemas::Facets>()),
+        Produces::OpenApi => json_response(
+            "This document",
+            RefOr::T(Schema::Object(ObjectBuilder::new().schema_type(Type::Object).build())),
+        ),
+        Produces::Export => ResponseBuilder::new()
+            .description("The download (streamed; `Content-Disposition: attachment`)")
+            .content(
+                "text/csv",
+                ContentBuilder::new()
+                    .schema(Some(RefOr::T(Schema::Object(
+                        ObjectBuilder::new().schema_type(Type::String).build(),
+                    ))))
+                    .build(),
+            )
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(RefOr::T(Schema::Array(
+                        ArrayBuilder::new().items(schema_ref::<schemas::Event>()).build(),
+                    ))))
+                    .build(),
+            )
+            .content(
+                "application/x-ndjson",
+                ContentBuilder::new().schema(Some(schema_ref::<schemas::Event>())).build(),
+            )
+            .build(),
+    };
+    let error = |description: &str| json_response(description, schema_ref::<schemas::Error>());
+    let mut builder = OperationBuilder::new()
+        .operation_id(Some(route.operation_id))
+        .summary(Some(route.summary))
+        .description(Some(route.description))
+        .tag("audit log")
+        .parameters(Some(parameters))
+        .request_body(None::<RequestBody>)
+        .response("200", ok);
+    if route.endpoint != Endpoint::NoParameters || route.path.contains("{id}") {
+        builder = builder.response("400", error("A parameter is unknown or malformed"));
+    } else {
+        builder = builder.response("400", error("This route takes no query parameters"));
+    }
+    builder = builder
+        .response("401", error("Not signed in"))
+        .response(
+            "403",
+            error(match route.permission {
+                Permission::View => "Lacks the audit view permission",
+                Permission::Export => "Lacks the audit export permission",
+            }),
+        );
+    if route.produces == Produces::Event {
+        builder = builder.response("404", error("No such event among the viewer's tenants"));
+    }
+    if route.produces != Produces::Html && route.produces != Produces::OpenApi {
+        builder = builder.response("503", error("The audit store is unavailable"));
+    }
+    builder.build()
+}
+
+/// The document as a value.
+pub(crate) fn document() -> OpenApi {
+    let mut paths = PathsBuilder::new();
+    for route in ROUTES {
+        paths = paths.path(route.path, PathItem::new(HttpMethod::Get, operation(route)));
+    }
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Audit log API")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Browse, filter and export the audit log. Paths are relative to where the \
+                     host mounts the router; every route is subject to the host's access policy.",
+                ))
+                .build(),
+        )
+        // Relative to the document's own URL, i.e. the mount prefix, whatever it is.
+        .servers(Some([Server::new(".")]))
+        .paths(paths.build())
+        .components(Some(
+            ComponentsBuilder::new()
+                .schema_from::<schemas::Event>()
+                .schema_from::<schemas::EventPage>()
+                .schema_from::<schemas::Facets>()
+                .schema_from::<schemas::FacetUser>()
+                .schema_from::<schemas::Error>()
+                .build(),
+        ))
+        .build()
+}
+
+/// The document serialised once, at router construction.
+pub(crate) fn document_json() -> Bytes {
+    match document().to_json() {
+        Ok(text) => Bytes::from(text),
+        Err(error) => {
+            // Serialising utoipa's own types does not fail; if it ever did, answer a
+            // document that says so rather than refuse to build the router.
+            tracing::error!(%error, "could not serialise the OpenAPI document");
+            Bytes::from_static(b"{\"openapi\":\"3.1.0\",\"info\":{\"title\":\"unavailable\",\"version\":\"0\"},\"paths\":{}}")
+        }
+    }
+}

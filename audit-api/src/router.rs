@@ -1,0 +1,255 @@
+//! Building the router: shared state, the route table, and the builder a host mounts.
+
+use std::sync::Arc;
+
+use audit_store::AuditStore;
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use axum::routing::{MethodRouter, get};
+use bytes::Bytes;
+
+use crate::access::{AccessPolicy, Permission};
+use crate::handlers;
+use crate::openapi;
+use crate::params::Endpoint;
+use crate::self_audit::AuditSink;
+
+/// What every handler reaches: the store, the host's policy, and the self-audit sink.
+#[derive(Clone)]
+pub(crate) struct AppState(Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn AuditStore>,
+    pub(crate) policy: Arc<dyn AccessPolicy>,
+    pub(crate) sink: Arc<dyn AuditSink>,
+    pub(crate) openapi_json: Bytes,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// What a route returns, for the OpenAPI document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Produces {
+    Html,
+    EventPage,
+    Event,
+    Facets,
+    Export,
+    OpenApi,
+}
+
+/// One route of the router: the single table both the axum router and the OpenAPI
+/// document are built from, so neither can list a route the other lacks.
+pub(crate) struct RouteSpec {
+    pub(crate) path: &'static str,
+    pub(crate) operation_id: &'static str,
+    pub(crate) summary: &'static str,
+    pub(crate) description: &'static str,
+    pub(crate) permission: Permission,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) produces: Produces,
+    pub(crate) handler: fn() -> MethodRouter<AppState>,
+}
+
+/// Every route, relative to wherever the host nests the router.
+pub(crate) const ROUTES: &[RouteSpec] = &[
+    RouteSpec {
+        path: "/",
+        operation_id: "page",
+        summary: "The Activity log web page",
+        description: "HTML. A denied visitor gets a small HTML page saying why (401 or 403).",
+        permission: Permission::View,
+        endpoint: Endpoint::NoParameters,
+        produces: Produces::Html,
+        handler: || get(handlers::page),
+    },
+    RouteSpec {
+        path: "/events",
+        operation_id: "listEvents",
+        summary: "One page of matching events, newest first",
+        description: "AND between parameters, OR between repeated values of one parameter. \
+                      Pass `next_cursor` back as `cursor`, with the same filters, for the next page.",
+        permission: Permission::View,
+        endpoint: Endpoint::Events,
+        produces: Produces::EventPage,
+        handler: || get(handlers::list_events),
+    },
+    RouteSpec {
+        path: "/events/{id}",
+        operation_id: "getEvent",
+        summary: "One event",
+        description: "404 for an unknown id and for an event of a tenant the viewer may not see.",
+        permission: Permission::View,
+        endpoint: Endpoint::NoParameters,
+        produces: Produces::Event,
+        handler: || get(handlers::get_event),
+    },
+    RouteSpec {
+        path: "/facets",
+        operation_id: "getFacets",
+        summary: "The values the viewer may filter on",
+        description: "Distinct categories, actions, users and outcomes within the viewer's tenants.",
+        permission: Permission::View,
+        endpoint: Endpoint::NoParameters,
+        produces: Produces::Facets,
+        handler: || get(handlers::facets),
+    },
+    RouteSpec {
+        path: "/export",
+        operation_id: "exportEvents",
+        summary: "Download every matching event",
+        description: "Streamed, no row cap, `Content-Disposition: attachment`. CSV cells starting \
+                      with `=`, `+`, `-`, `@`, tab, CR or NUL are prefixed with `'`. A failure \
+                      midway aborts the transfer (no terminating chunk); a JSON array is then \
+                      left unclosed and NDJSON ends with an `{\"error\": ...}` line. \
+                      Every export is itself recorded in the audit log.",
+        permission: Permission::Export,
+        endpoint: Endpoint::Export,
+        produces: Produces::Export,
+        handler: || get(handlers::export),
+    },
+    RouteSpec {
+        path: "/openapi.json",
+        operation_id: "getOpenApi",
+        summary: "This document",
+        description: "OpenAPI 3.1 description of the router; paths are relative to its mount point.",
+        permission: Permission::View,
+        endpoint: Endpoint::NoParameters,
+        produces: Produces::OpenApi,
+        handler: || get(handlers::openapi),
+    },
+];
+
+/// The audit log's router, ready for the host to nest.
+///
+/// ```
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use audit_api::{Access, AuditRouter, Viewer};
+/// use audit_store::{SqliteStore, TenantScope};
+/// use axum::Router;
+/// use http::request::Parts;
+///
+/// let store = SqliteStore::connect("sqlite::memory:").await?;
+/// let policy = |request: &Parts| {
+///     let is_admin = request.headers.get("x-role").is_some_and(|v| v == "auditor");
+///     async move {
+///         if is_admin {
+///             Access::Viewer(Viewer::new(TenantScope::All).can_view(true).can_export(true))
+///         } else {
+///             Access::Unauthenticated
+///         }
+///     }
+/// };
+/// let app: Router = Router::new().nest("/admin/audit", AuditRouter::new(store, policy).into_router());
+/// # let _ = app;
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+/// ```
+pub struct AuditRouter {
+    store: Arc<dyn AuditStore>,
+    policy: Arc<dyn AccessPolicy>,
+    sink: Option<Arc<dyn AuditSink>>,
+}
+
+impl std::fmt::Debug for AuditRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditRouter")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditRouter {
+    /// A router reading `store` and asking `policy` who may see what. Exports and denials
+    /// are recorded by appending to `store` itself unless [`AuditRouter::sink`] says
+    /// otherwise.
+    pub fn new(store: impl AuditStore, policy: impl AccessPolicy) -> Self {
+        AuditRouter {
+            store: Arc::new(store),
+            policy: Arc::new(policy),
+            sink: None,
+        }
+    }
+
+    /// Like [`AuditRouter::new`] for a store the host already shares.
+    pub fn from_shared(store: Arc<dyn AuditStore>, policy: impl AccessPolicy) -> Self {
+        AuditRouter {
+            store,
+            policy: Arc::new(policy),
+            sink: None,
+        }
+    }
+
+    /// Records the router's own events (exports, denials) through `sink`, for instance the
+    /// batching recorder, instead of appending to the store directly.
+    pub fn sink(mut self, sink: impl AuditSink) -> Self {
+        self.sink = Some(Arc::new(sink));
+        self
+    }
+
+    /// The axum router to nest, e.g. `.nest("/admin/audit", router)`.
+    ///
+    /// The page lives at the prefix with a trailing slash; a request for the bare prefix
+    /// (`/admin/audit`) is redirected there, so relative links of the page resolve under
+    /// the prefix.
+    pub fn into_router(self) -> Router {
+        let sink = self.sink.unwrap_or_else(|| {
+            let store = Arc::clone(&self.store);
+            Arc::new(store) as Arc<dyn AuditSink>
+        });
+        let state = AppState(Arc::new(Inner {
+            store: self.store,
+            policy: self.policy,
+            sink,
+            openapi_json: openapi::document_json(),
+        }));
+        let mut router = Router::new();
+        for route in ROUTES {
+            router = router.route(route.path, (route.handler)());
+        }
+        router
+            .fallback(handlers::not_found)
+            .with_state(state)
+            .layer(axum::middleware::map_response(harden))
+    }
+}
+
+/// The router for `store` and `policy`: shorthand for
+/// `AuditRouter::new(store, policy).into_router()`.
+///
+/// ```
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use audit_api::Access;
+/// use audit_store::SqliteStore;
+/// use http::request::Parts;
+///
+/// let store = SqliteStore::connect("sqlite::memory:").await?;
+/// let nobody = |_: &Parts| async { Access::Unauthenticated };
+/// let app = axum::Router::new().nest("/audit", audit_api::router(store, nobody));
+/// # let _ = app;
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+/// ```
+pub fn router(store: impl AuditStore, policy: impl AccessPolicy) -> Router {
+    AuditRouter::new(store, policy).into_router()
+}
+
+/// Audit data must not linger in shared caches, and no response may be sniffed into
+/// another type.
+async fn harden(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
