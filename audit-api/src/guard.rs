@@ -84,8 +84,7 @@ pub(crate) struct CanExport(pub(crate) Viewer, pub(crate) RequestFacts);
 impl FromRequestParts<AppState> for CanExport {
     type Rejection = Response;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let (viewer, facts) =
-            authorize(parts, state, Permission::Export, Rendering::Json).await?;
+        let (viewer, facts) = authorize(parts, state, Permission::Export, Rendering::Json).await?;
         Ok(CanExport(viewer, facts))
     }
 }

@@ -4,7 +4,7 @@ use audit_store::{AuditEvent, TenantScope};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::extract::{FromRequestParts, OriginalUri, Path, RawQuery, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
@@ -21,23 +21,26 @@ use crate::params::{Endpoint, PARAMETERS, ParsedQuery, parse_query};
 use crate::router::AppState;
 use crate::self_audit::export_event;
 
-/// `GET /`: the page (a placeholder until the web page lands). A request for the bare
-/// prefix (`/admin/audit` rather than `/admin/audit/`) is redirected to the trailing-slash
-/// form, where the page's relative links resolve under the prefix.
+/// `GET /`: the page (a placeholder until the web page lands); see
+/// [`crate::AuditRouter::into_router`] and [`crate::AuditRouter::mount`] for where it lives.
 pub(crate) async fn page(
     _: CanViewPage,
+    State(state): State<AppState>,
     OriginalUri(original): OriginalUri,
     RawQuery(raw): RawQuery,
 ) -> Response {
     let path = original.path();
-    if !path.ends_with('/') {
+    if path.ends_with('/') {
+        return page::placeholder(None);
+    }
+    if state.page_at_trailing_slash {
         let target = match raw {
             Some(query) => format!("{path}/?{query}"),
             None => format!("{path}/"),
         };
         return Redirect::permanent(&target).into_response();
     }
-    page::placeholder()
+    page::placeholder(Some(&format!("{path}/")))
 }
 
 /// The body of `GET /events`.
@@ -72,7 +75,8 @@ pub(crate) async fn get_event(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<AuditEvent>, ApiError> {
     parse_query(raw.as_deref(), Endpoint::NoParameters)?;
-    let Path(id) = id.map_err(|rejection| ApiError::invalid_parameter("id", rejection.body_text()))?;
+    let Path(id) =
+        id.map_err(|rejection| ApiError::invalid_parameter("id", rejection.body_text()))?;
     let id = Uuid::try_parse(&id)
         .map_err(|_| ApiError::invalid_parameter("id", "must be an event id (a UUID)"))?;
     state
@@ -111,8 +115,23 @@ pub(crate) async fn openapi(
 }
 
 /// Any other path under the router: checked like every route, then 404.
-pub(crate) async fn not_found(_: CanView) -> ApiError {
-    ApiError::NotFound("no such route in the audit API".into())
+///
+/// Nested with axum 0.8's `Router::nest`, the router's `/` route answers the bare prefix
+/// (`/admin/audit`) while the prefix with a trailing slash (`/admin/audit/`), where the
+/// page lives, arrives here with an empty or `/` path; it gets the page.
+pub(crate) async fn not_found(State(state): State<AppState>, request: Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let is_page = matches!(parts.uri.path(), "" | "/") && parts.method == http::Method::GET;
+    if is_page {
+        return match CanViewPage::from_request_parts(&mut parts, &state).await {
+            Ok(_) => page::placeholder(None),
+            Err(denied) => denied,
+        };
+    }
+    match CanView::from_request_parts(&mut parts, &state).await {
+        Ok(_) => ApiError::NotFound("no such route in the audit API".into()).into_response(),
+        Err(denied) => denied,
+    }
 }
 
 /// `GET /export`: see [`crate::export`] for streaming, backpressure and failure signalling.
@@ -154,7 +173,10 @@ pub(crate) async fn export(
         .map_err(|_| ApiError::Internal)?;
     Ok((
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static(format.content_type())),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type()),
+            ),
             (header::CONTENT_DISPOSITION, disposition),
         ],
         body,

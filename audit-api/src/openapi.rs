@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 use serde_json::json;
+use utoipa::ToSchema;
 use utoipa::openapi::path::{
     HttpMethod, Operation, OperationBuilder, Parameter, ParameterBuilder, ParameterIn,
     ParameterStyle, PathItem,
@@ -18,7 +19,6 @@ use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Ref,
     RefOr, Required, ResponseBuilder,
 };
-use utoipa::ToSchema;
 
 use crate::access::Permission;
 use crate::params::{Endpoint, PARAMETERS, ParameterSpec, ValueKind};
@@ -118,7 +118,10 @@ fn schema_ref<T: ToSchema>() -> RefOr<Schema> {
 fn json_response(description: &str, schema: RefOr<Schema>) -> utoipa::openapi::Response {
     ResponseBuilder::new()
         .description(description)
-        .content("application/json", ContentBuilder::new().schema(Some(schema)).build())
+        .content(
+            "application/json",
+            ContentBuilder::new().schema(Some(schema)).build(),
+        )
         .build()
 }
 
@@ -146,7 +149,11 @@ fn value_schema(kind: ValueKind) -> Schema {
 
 fn query_parameter(spec: &ParameterSpec) -> Parameter {
     let schema = if spec.repeatable {
-        Schema::Array(ArrayBuilder::new().items(RefOr::T(value_schema(spec.kind))).build())
+        Schema::Array(
+            ArrayBuilder::new()
+                .items(RefOr::T(value_schema(spec.kind)))
+                .build(),
+        )
     } else {
         value_schema(spec.kind)
     };
@@ -192,12 +199,16 @@ fn operation(route: &RouteSpec) -> Operation {
             .description("The web page")
             .content("text/html", ContentBuilder::new().build())
             .build(),
-        Produces::EventPage => json_response("One page of events", schema_ref::<schemas::EventPage>()),
+        Produces::EventPage => {
+            json_response("One page of events", schema_ref::<schemas::EventPage>())
+        }
         Produces::Event => json_response("The event", schema_ref::<schemas::Event>()),
         Produces::Facets => json_response("The facets", schema_ref::<schemas::Facets>()),
         Produces::OpenApi => json_response(
             "This document",
-            RefOr::T(Schema::Object(ObjectBuilder::new().schema_type(Type::Object).build())),
+            RefOr::T(Schema::Object(
+                ObjectBuilder::new().schema_type(Type::Object).build(),
+            )),
         ),
         Produces::Export => ResponseBuilder::new()
             .description("The download (streamed; `Content-Disposition: attachment`)")
@@ -213,13 +224,17 @@ fn operation(route: &RouteSpec) -> Operation {
                 "application/json",
                 ContentBuilder::new()
                     .schema(Some(RefOr::T(Schema::Array(
-                        ArrayBuilder::new().items(schema_ref::<schemas::Event>()).build(),
+                        ArrayBuilder::new()
+                            .items(schema_ref::<schemas::Event>())
+                            .build(),
                     ))))
                     .build(),
             )
             .content(
                 "application/x-ndjson",
-                ContentBuilder::new().schema(Some(schema_ref::<schemas::Event>())).build(),
+                ContentBuilder::new()
+                    .schema(Some(schema_ref::<schemas::Event>()))
+                    .build(),
             )
             .build(),
     };
@@ -237,15 +252,13 @@ fn operation(route: &RouteSpec) -> Operation {
     } else {
         builder = builder.response("400", error("This route takes no query parameters"));
     }
-    builder = builder
-        .response("401", error("Not signed in"))
-        .response(
-            "403",
-            error(match route.permission {
-                Permission::View => "Lacks the audit view permission",
-                Permission::Export => "Lacks the audit export permission",
-            }),
-        );
+    builder = builder.response("401", error("Not signed in")).response(
+        "403",
+        error(match route.permission {
+            Permission::View => "Lacks the audit view permission",
+            Permission::Export => "Lacks the audit export permission",
+        }),
+    );
     if route.produces == Produces::Event {
         builder = builder.response("404", error("No such event among the viewer's tenants"));
     }

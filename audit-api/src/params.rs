@@ -280,9 +280,15 @@ fn unknown_parameter(name: &str, endpoint: Endpoint) -> ApiError {
         .map(|spec| spec.name)
         .collect();
     let message = if accepted.is_empty() {
-        format!("unknown parameter `{name}`: {} takes no parameters", endpoint.path())
+        format!(
+            "unknown parameter `{name}`: {} takes no parameters",
+            endpoint.path()
+        )
     } else {
-        format!("unknown parameter `{name}`; accepted: {}", accepted.join(", "))
+        format!(
+            "unknown parameter `{name}`; accepted: {}",
+            accepted.join(", ")
+        )
     };
     // Echo at most a short prefix of the name: it came from the client.
     let shown: String = name.chars().take(64).collect();
@@ -307,12 +313,16 @@ fn apply(
     }
     match spec.name {
         "category" => filter.categories.push(value),
-        "action" => filter
-            .actions
-            .push(value.parse::<Action>().map_err(|e| invalid(e.to_string()))?),
-        "status" => filter
-            .outcomes
-            .push(value.parse::<Outcome>().map_err(|e| invalid(e.to_string()))?),
+        "action" => filter.actions.push(
+            value
+                .parse::<Action>()
+                .map_err(|e| invalid(e.to_string()))?,
+        ),
+        "status" => filter.outcomes.push(
+            value
+                .parse::<Outcome>()
+                .map_err(|e| invalid(e.to_string()))?,
+        ),
         "user" => filter.users.push(value),
         "request_id" => filter.request_id = Some(value),
         "resource_id" => filter.resource_id = Some(value),
@@ -408,8 +418,14 @@ mod tests {
     #[test]
     fn dates_mean_midnight_utc() {
         let parsed = events("from=2026-03-01&to=2026-03-02T10:00:00%2B02:00").unwrap();
-        assert_eq!(parsed.filter.from.unwrap().to_rfc3339(), "2026-03-01T00:00:00+00:00");
-        assert_eq!(parsed.filter.to.unwrap().to_rfc3339(), "2026-03-02T08:00:00+00:00");
+        assert_eq!(
+            parsed.filter.from.unwrap().to_rfc3339(),
+            "2026-03-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            parsed.filter.to.unwrap().to_rfc3339(),
+            "2026-03-02T08:00:00+00:00"
+        );
     }
 
     #[test]
@@ -419,7 +435,10 @@ mod tests {
         assert_eq!(parameter_of(events("limit=0")), "limit");
         assert_eq!(parameter_of(events("limit=1001")), "limit");
         assert_eq!(parameter_of(events("limit=ten")), "limit");
-        assert_eq!(parameter_of(events("request_id=a&request_id=b")), "request_id");
+        assert_eq!(
+            parameter_of(events("request_id=a&request_id=b")),
+            "request_id"
+        );
         assert_eq!(parameter_of(events("status=maybe")), "status");
         assert_eq!(parameter_of(events("action=Train")), "action");
         assert_eq!(parameter_of(events("from=yesterday")), "from");
@@ -427,7 +446,10 @@ mod tests {
         assert_eq!(parameter_of(events("cursor=abc")), "cursor");
         assert_eq!(parameter_of(events("user=")), "user");
         assert_eq!(parameter_of(events("resource_type=")), "resource_type");
-        assert_eq!(parameter_of(events("from=2026-03-02&to=2026-03-01")), "from");
+        assert_eq!(
+            parameter_of(events("from=2026-03-02&to=2026-03-01")),
+            "from"
+        );
         let export = |raw| parse_query(Some(raw), Endpoint::Export);
         assert_eq!(parameter_of(export("cursor=x")), "cursor");
         assert_eq!(parameter_of(export("columns=id,nope")), "columns");
@@ -457,7 +479,11 @@ mod tests {
             ValueKind::Columns => "id",
         };
         for spec in PARAMETERS.iter().filter(|s| s.kind != ValueKind::Cursor) {
-            let endpoint = if spec.events { Endpoint::Events } else { Endpoint::Export };
+            let endpoint = if spec.events {
+                Endpoint::Events
+            } else {
+                Endpoint::Export
+            };
             let raw = format!("{}={}", spec.name, sample(spec));
             assert!(parse_query(Some(&raw), endpoint).is_ok(), "{raw}");
         }

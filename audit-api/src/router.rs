@@ -24,6 +24,9 @@ pub(crate) struct Inner {
     pub(crate) policy: Arc<dyn AccessPolicy>,
     pub(crate) sink: Arc<dyn AuditSink>,
     pub(crate) openapi_json: Bytes,
+    /// Whether `{prefix}/` is routed to the page ([`AuditRouter::mount`]); if not, the page
+    /// is served at the bare prefix, where plain `Router::nest` puts the `/` route.
+    pub(crate) page_at_trailing_slash: bool,
 }
 
 impl std::ops::Deref for AppState {
@@ -193,12 +196,58 @@ impl AuditRouter {
         self
     }
 
-    /// The axum router to nest, e.g. `.nest("/admin/audit", router)`.
+    /// The axum router to nest with `.nest("/admin/audit", router)`.
     ///
-    /// The page lives at the prefix with a trailing slash; a request for the bare prefix
-    /// (`/admin/audit`) is redirected there, so relative links of the page resolve under
-    /// the prefix.
+    /// axum 0.8's `nest` routes the router's `/` to the bare prefix (`/admin/audit`) and
+    /// does not route the prefix with a trailing slash at all, so the page is served at the
+    /// bare prefix with a `<base href>` ending in `/`, which makes its relative links
+    /// resolve under the prefix. To get the DESIGN.md layout (page at `/admin/audit/`, bare
+    /// prefix redirecting there) use [`AuditRouter::mount`] instead.
     pub fn into_router(self) -> Router {
+        let (routes, state) = self.build(false);
+        routes
+            .with_state(state)
+            .layer(axum::middleware::map_response(harden))
+    }
+
+    /// The router mounted at `prefix`, to `merge` into the host's app: the page at
+    /// `{prefix}/`, a permanent redirect from the bare `{prefix}` to it, and the API under
+    /// `{prefix}/events` and so on.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use audit_api::{Access, AuditRouter};
+    /// use audit_store::SqliteStore;
+    /// use http::request::Parts;
+    ///
+    /// let store = SqliteStore::connect("sqlite::memory:").await?;
+    /// let policy = |_: &Parts| async { Access::Unauthenticated };
+    /// let app = axum::Router::new().merge(AuditRouter::new(store, policy).mount("/admin/audit"));
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+    /// ```
+    pub fn mount(self, prefix: &str) -> Router {
+        let prefix = prefix.trim_end_matches('/');
+        let (routes, state) = self.build(true);
+        let mounted = if prefix.is_empty() {
+            routes
+        } else {
+            let prefix = if prefix.starts_with('/') {
+                prefix.to_owned()
+            } else {
+                format!("/{prefix}")
+            };
+            Router::new()
+                .nest(&prefix, routes)
+                .route(&format!("{prefix}/"), get(handlers::page))
+        };
+        mounted
+            .with_state(state)
+            .layer(axum::middleware::map_response(harden))
+    }
+
+    fn build(self, page_at_trailing_slash: bool) -> (Router<AppState>, AppState) {
         let sink = self.sink.unwrap_or_else(|| {
             let store = Arc::clone(&self.store);
             Arc::new(store) as Arc<dyn AuditSink>
@@ -208,15 +257,13 @@ impl AuditRouter {
             policy: self.policy,
             sink,
             openapi_json: openapi::document_json(),
+            page_at_trailing_slash,
         }));
         let mut router = Router::new();
         for route in ROUTES {
             router = router.route(route.path, (route.handler)());
         }
-        router
-            .fallback(handlers::not_found)
-            .with_state(state)
-            .layer(axum::middleware::map_response(harden))
+        (router.fallback(handlers::not_found), state)
     }
 }
 

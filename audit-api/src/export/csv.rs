@@ -37,7 +37,9 @@ impl CsvEncoder {
     }
 
     fn end_row(&mut self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        self.row.write_record(None::<&[u8]>).map_err(to_encode_error)?;
+        self.row
+            .write_record(None::<&[u8]>)
+            .map_err(to_encode_error)?;
         self.row.flush().map_err(|e| EncodeError(e.to_string()))?;
         let mut row = self.row.get_ref().bytes.borrow_mut();
         out.extend_from_slice(&row);
@@ -95,8 +97,9 @@ fn cell_text(event: &AuditEvent, column: Column, cell: &mut Vec<u8>) -> std::io:
         Column::DurationMs => write!(cell, "{}", event.duration_ms),
         Column::ClientIp => text(cell, event.client_ip.as_deref()),
         Column::UserAgent => text(cell, event.user_agent.as_deref()),
-        Column::Attributes => serde_json::to_writer(&mut *cell, &event.attributes)
-            .map_err(std::io::Error::other),
+        Column::Attributes => {
+            serde_json::to_writer(&mut *cell, &event.attributes).map_err(std::io::Error::other)
+        }
     }
 }
 

@@ -38,7 +38,11 @@ fn write_json(out: &mut Vec<u8>, value: &impl Serialize) -> Result<(), EncodeErr
 }
 
 /// Writes `{"column": value, ...}` with the columns in the requested order.
-fn write_object(event: &AuditEvent, columns: &[Column], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+fn write_object(
+    event: &AuditEvent,
+    columns: &[Column],
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     out.push(b'{');
     for (index, column) in columns.iter().enumerate() {
         if index > 0 {

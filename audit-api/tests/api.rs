@@ -1,0 +1,908 @@
+//! The router end to end over real stores: every parameter, paging, tenant isolation,
+//! access control with its self-audit, export formats parsed back, formula neutralisation,
+//! and a matrix of bad input that must never produce a 5xx.
+
+mod common;
+
+use std::sync::Arc;
+
+use audit_api::{Column, PARAMETERS};
+use audit_store::{Action, AuditEvent, AuditStore, Outcome};
+use common::{Answer, app, get, seed};
+use serde_json::Value;
+
+on_both_stores!(
+    every_filter_parameter,
+    cursor_paging,
+    tenant_isolation,
+    event_detail,
+    access_is_checked_and_denials_are_recorded,
+    export_formats_parse_back,
+    export_columns_and_filters,
+    formula_cells_are_neutralised,
+    bad_input_never_fails_the_server,
+);
+
+async fn every_filter_parameter(store: Arc<dyn AuditStore>) {
+    let seeded = seed(&store).await;
+    let app = app(store);
+    let root = |query: &'static str| {
+        let app = app.clone();
+        async move {
+            get(&app, Some("root"), &format!("/events?limit=1000&{query}"))
+                .await
+                .ids()
+        }
+    };
+    let category = |e: &AuditEvent, c: &str| e.category == c;
+    assert_eq!(
+        root("category=Model").await,
+        seeded.ids(|e| category(e, "Model"))
+    );
+    assert_eq!(
+        root("resource_type=Field").await,
+        seeded.ids(|e| category(e, "Field"))
+    );
+    assert_eq!(
+        root("category=Model&resource_type=Plan").await,
+        seeded.ids(|e| category(e, "Model") || category(e, "Plan"))
+    );
+    assert_eq!(
+        root("action=train").await,
+        seeded.ids(|e| e.action == Action::Train)
+    );
+    assert_eq!(
+        root("action=train&action=delete").await,
+        seeded.ids(|e| matches!(e.action, Action::Train | Action::Delete))
+    );
+    assert_eq!(
+        root("status=deny").await,
+        seeded.ids(|e| e.outcome == Outcome::Deny)
+    );
+    assert_eq!(
+        root("status=allow").await,
+        seeded.ids(|e| e.outcome == Outcome::Allow)
+    );
+    assert_eq!(root("status=allow&status=deny").await, seeded.ids(|_| true));
+    let actor = |e: &AuditEvent, id: &str| e.actor_id.as_deref() == Some(id);
+    assert_eq!(
+        root("user=u-alice").await,
+        seeded.ids(|e| actor(e, "u-alice"))
+    );
+    // An e-mail matches ignoring case (stored as Bob@Acme.test).
+    assert_eq!(
+        root("user=bob%40acme.TEST").await,
+        seeded.ids(|e| actor(e, "u-bob"))
+    );
+    assert_eq!(
+        root("user=u-alice&user=dave%40globex.test").await,
+        seeded.ids(|e| actor(e, "u-alice") || actor(e, "u-dave"))
+    );
+    assert_eq!(
+        root("request_id=req-3").await,
+        seeded.ids(|e| e.request_id == "req-3")
+    );
+    assert_eq!(
+        root("resource_id=res-2").await,
+        seeded.ids(|e| e.resource_id.as_deref() == Some("res-2"))
+    );
+    assert_eq!(
+        root("resource_name=cHURN").await,
+        seeded.ids(|e| e
+            .resource_name
+            .as_deref()
+            .is_some_and(|n| n.contains("Churn")))
+    );
+    let tenant = |e: &AuditEvent, t: &str| e.tenant.as_deref() == Some(t);
+    assert_eq!(
+        root("tenant=globex").await,
+        seeded.ids(|e| tenant(e, "globex"))
+    );
+    assert_eq!(
+        root("tenant=globex&tenant=acme").await,
+        seeded.ids(|e| tenant(e, "globex") || tenant(e, "acme"))
+    );
+    // from inclusive, to exclusive; RFC 3339 with an offset and the YYYY-MM-DD form.
+    let base = common::base_time();
+    let from = base - chrono::Duration::minutes(14 * 60);
+    let to = base - chrono::Duration::minutes(120);
+    assert_eq!(
+        root("from=2026-03-10T00:00:00%2B02:00&to=2026-03-10T10:00:00Z").await,
+        seeded.ids(|e| e.occurred_at >= from && e.occurred_at < to)
+    );
+    let midnight = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 3, 10, 0, 0, 0).unwrap();
+    assert_eq!(
+        root("to=2026-03-10").await,
+        seeded.ids(|e| e.occurred_at < midnight)
+    );
+    assert_eq!(
+        root("from=2026-03-10").await,
+        seeded.ids(|e| e.occurred_at >= midnight)
+    );
+    // AND across parameters.
+    assert_eq!(
+        root("category=Model&status=deny&tenant=acme").await,
+        seeded.ids(|e| category(e, "Model") && e.outcome == Outcome::Deny && tenant(e, "acme"))
+    );
+    // limit
+    let page = get(&app, Some("root"), "/events?limit=5").await;
+    assert_eq!(page.ids(), seeded.ids(|_| true)[..5]);
+    assert!(page.json()["next_cursor"].is_string());
+    let default_page = get(&app, Some("root"), "/events").await;
+    assert_eq!(default_page.ids().len(), 40);
+    assert!(default_page.json()["next_cursor"].is_null());
+}
+
+async fn cursor_paging(store: Arc<dyn AuditStore>) {
+    let seeded = seed(&store).await;
+    let app = app(store);
+    let mut collected = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("/events?status=allow&limit=7&cursor={c}"),
+            None => "/events?status=allow&limit=7".to_owned(),
+        };
+        let answer = get(&app, Some("root"), &query).await;
+        collected.extend(answer.ids());
+        pages += 1;
+        match answer.json()["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(collected, seeded.ids(|e| e.outcome == Outcome::Allow));
+    assert!(pages > 2);
+    let first = get(&app, Some("root"), "/events?status=allow&limit=7")
+        .await
+        .json();
+    let cursor = first["next_cursor"].as_str().unwrap();
+    // The cursor is bound to its filters and to the viewer's tenant scope.
+    get(
+        &app,
+        Some("root"),
+        &format!("/events?status=deny&limit=7&cursor={cursor}"),
+    )
+    .await
+    .assert_invalid("cursor");
+    get(
+        &app,
+        Some("alice"),
+        &format!("/events?status=allow&limit=7&cursor={cursor}"),
+    )
+    .await
+    .assert_invalid("cursor");
+    get(
+        &app,
+        Some("root"),
+        &format!("/events?status=allow&cursor={}x", &cursor[1..]),
+    )
+    .await
+    .assert_invalid("cursor");
+}
+
+async fn tenant_isolation(store: Arc<dyn AuditStore>) {
+    let seeded = seed(&store).await;
+    let app = app(store.clone());
+    let in_tenant = |t: &'static str| move |e: &AuditEvent| e.tenant.as_deref() == Some(t);
+    let list = |user: &'static str, query: &'static str| {
+        let app = app.clone();
+        async move {
+            get(&app, Some(user), &format!("/events?limit=1000{query}"))
+                .await
+                .ids()
+        }
+    };
+    assert_eq!(list("alice", "").await, seeded.ids(in_tenant("acme")));
+    assert_eq!(list("dave", "").await, seeded.ids(in_tenant("globex")));
+    // Asking for another tenant widens nothing.
+    assert_eq!(list("alice", "&tenant=globex").await, Vec::<String>::new());
+    // Tenantless events: only for viewers allowed all tenants.
+    assert_eq!(list("multi", "").await, seeded.ids(|e| e.tenant.is_some()));
+    assert_eq!(list("root", "").await, seeded.ids(|_| true));
+
+    // Detail: another tenant's event is a 404, exactly like an unknown one.
+    let acme = seeded.all.iter().find(|e| in_tenant("acme")(e)).unwrap();
+    let globex = seeded.all.iter().find(|e| in_tenant("globex")(e)).unwrap();
+    let tenantless = seeded.all.iter().find(|e| e.tenant.is_none()).unwrap();
+    assert_eq!(
+        get(&app, Some("alice"), &format!("/events/{}", acme.id))
+            .await
+            .status,
+        200
+    );
+    for hidden in [globex, tenantless] {
+        let answer = get(&app, Some("alice"), &format!("/events/{}", hidden.id)).await;
+        assert_eq!(answer.status, 404);
+        assert_eq!(answer.json()["error"], "not_found");
+    }
+    assert_eq!(
+        get(&app, Some("multi"), &format!("/events/{}", tenantless.id))
+            .await
+            .status,
+        404
+    );
+    let seen = get(&app, Some("root"), &format!("/events/{}", tenantless.id)).await;
+    assert_eq!(seen.status, 200);
+    assert_eq!(
+        serde_json::from_slice::<AuditEvent>(&seen.body).unwrap(),
+        *tenantless
+    );
+
+    // Facets: only what the viewer's tenants hold.
+    let facets = get(&app, Some("dave"), "/facets").await.json();
+    let expected = store
+        .facets(&audit_store::TenantScope::only(["globex"]))
+        .await
+        .unwrap();
+    assert_eq!(facets, serde_json::to_value(&expected).unwrap());
+    let emails: Vec<&str> = facets["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u["email"].as_str())
+        .collect();
+    let globex_emails: std::collections::BTreeSet<&str> = seeded
+        .all
+        .iter()
+        .filter(|e| in_tenant("globex")(e))
+        .filter_map(|e| e.actor_email.as_deref())
+        .collect();
+    assert_eq!(emails.len(), globex_emails.len());
+    assert!(emails.iter().all(|e| globex_emails.contains(e)));
+    let root_facets = get(&app, Some("root"), "/facets").await.json();
+    assert_eq!(
+        root_facets["outcomes"],
+        serde_json::json!(["allow", "deny"])
+    );
+
+    // Export: only the viewer's tenant, even when asking for another.
+    for query in ["format=ndjson", "format=ndjson&tenant=globex&tenant=acme"] {
+        let export = get(&app, Some("alice"), &format!("/export?{query}")).await;
+        assert_eq!(export.status, 200);
+        let events: Vec<AuditEvent> = export
+            .text()
+            .lines()
+            .map(|line| serde_json::from_str::<AuditEvent>(line).unwrap())
+            .collect();
+        assert!(events.iter().all(|e| e.tenant.as_deref() == Some("acme")));
+        let ids: Vec<String> = events
+            .iter()
+            .filter(|e| e.category != audit_api::AUDIT_LOG_CATEGORY)
+            .map(|e| e.id.to_string())
+            .collect();
+        assert_eq!(ids, seeded.ids(in_tenant("acme")));
+    }
+    // Dave's export sees neither acme's events nor alice's exports of them.
+    let dave = get(&app, Some("dave"), "/export?format=json").await;
+    let events: Vec<AuditEvent> = serde_json::from_slice(&dave.body).unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.id.to_string()).collect::<Vec<_>>(),
+        seeded.ids(in_tenant("globex"))
+    );
+}
+
+async fn event_detail(store: Arc<dyn AuditStore>) {
+    let seeded = seed(&store).await;
+    let app = app(store);
+    let event = &seeded.all[0];
+    let answer = get(&app, Some("alice"), &format!("/events/{}", event.id)).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.headers["content-type"], "application/json");
+    assert_eq!(
+        serde_json::from_slice::<AuditEvent>(&answer.body).unwrap(),
+        *event
+    );
+    let unknown = get(
+        &app,
+        Some("alice"),
+        &format!("/events/{}", uuid::Uuid::now_v7()),
+    )
+    .await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error"], "not_found");
+    get(&app, Some("alice"), "/events/not-a-uuid")
+        .await
+        .assert_invalid("id");
+    get(&app, Some("alice"), "/events/%FF%FE")
+        .await
+        .assert_invalid("id");
+    get(
+        &app,
+        Some("alice"),
+        &format!("/events/{}?limit=3", event.id),
+    )
+    .await
+    .assert_invalid("limit");
+}
+
+/// (path, what a denied request is recorded as)
+const GUARDED: &[(&str, &str)] = &[
+    ("/events", "view"),
+    ("/events/0190b6a4-5e2a-7000-8000-000000000000", "view"),
+    ("/facets", "view"),
+    ("/openapi.json", "view"),
+    ("/export", "download"),
+    ("/no-such-route", "view"),
+];
+
+async fn access_is_checked_and_denials_are_recorded(store: Arc<dyn AuditStore>) {
+    let app = app(store.clone());
+    for (path, _) in GUARDED {
+        let anonymous = get(&app, None, path).await;
+        assert_eq!(anonymous.status, 401, "{path}");
+        assert_eq!(anonymous.json()["error"], "unauthenticated", "{path}");
+        assert!(anonymous.json()["message"].is_string());
+        let bob = get(&app, Some("bob"), path).await;
+        assert_eq!(bob.status, 403, "{path}");
+        assert_eq!(bob.json()["error"], "forbidden", "{path}");
+    }
+    // erin may view but not export.
+    assert_eq!(get(&app, Some("erin"), "/events").await.status, 200);
+    assert_eq!(get(&app, Some("erin"), "/facets").await.status, 200);
+    let erin_export = get(&app, Some("erin"), "/export").await;
+    assert_eq!(erin_export.status, 403);
+    assert!(
+        erin_export.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("export")
+    );
+    // Access is checked before parameters: a denied request learns nothing about them.
+    assert_eq!(get(&app, None, "/events?bogus=1").await.status, 401);
+    // Unknown routes under the prefix are 404 only for viewers.
+    assert_eq!(get(&app, Some("erin"), "/no-such-route").await.status, 404);
+
+    // The page: denials are HTML pages saying why.
+    let page = get(&app, None, "").await;
+    assert_eq!(page.status, 401);
+    assert!(
+        page.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.text().contains("Sign in"));
+    let page = get(&app, Some("bob"), "").await;
+    assert_eq!(page.status, 403);
+    assert!(page.text().contains("permission"));
+    let page = get(&app, Some("erin"), "").await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("placeholder"));
+    assert!(
+        page.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+
+    // Every denial above was recorded: anonymous and bob on each guarded route, erin's
+    // export, the anonymous parameter probe, and the two page denials.
+    let denials = get(
+        &app,
+        Some("root"),
+        "/events?category=Audit%20Log&status=deny&limit=1000",
+    )
+    .await;
+    let denials: Vec<AuditEvent> = serde_json::from_value(denials.json()["items"].clone()).unwrap();
+    assert_eq!(denials.len(), GUARDED.len() * 2 + 1 + 1 + 2);
+    for (path, action) in GUARDED {
+        let on_path: Vec<&AuditEvent> = denials
+            .iter()
+            .filter(|e| e.path == format!("{}{path}", common::PREFIX))
+            .collect();
+        assert!(
+            on_path.iter().all(|e| e.action.as_str() == *action),
+            "{path}"
+        );
+        let statuses: Vec<u16> = on_path.iter().map(|e| e.status).collect();
+        assert!(
+            statuses.contains(&401) && statuses.contains(&403),
+            "{path}: {statuses:?}"
+        );
+    }
+    let bob_denial = denials
+        .iter()
+        .find(|e| e.actor_email.as_deref() == Some("bob@acme.test"))
+        .unwrap();
+    assert_eq!(bob_denial.tenant.as_deref(), Some("acme"));
+    assert_eq!(bob_denial.method, "GET");
+    assert!(bob_denial.reason.as_deref().unwrap().contains("view"));
+    assert!(
+        denials
+            .iter()
+            .all(|e| e.category == "Audit Log" && e.outcome == Outcome::Deny)
+    );
+    let anonymous = denials.iter().find(|e| e.status == 401).unwrap();
+    assert_eq!(anonymous.actor_email, None);
+    assert_eq!(anonymous.tenant, None);
+    // The route is the matched pattern.
+    assert!(
+        denials
+            .iter()
+            .any(|e| e.route == format!("{}/events/{{id}}", common::PREFIX))
+    );
+    // Successful views are not recorded.
+    let allowed = get(
+        &app,
+        Some("root"),
+        "/events?category=Audit%20Log&status=allow",
+    )
+    .await;
+    assert_eq!(allowed.ids().len(), 0);
+}
+
+fn csv_rows(answer: &Answer) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut reader = csv::Reader::from_reader(answer.body.as_ref());
+    let header = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let rows = reader
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+        .collect();
+    (header, rows)
+}
+
+async fn export_formats_parse_back(store: Arc<dyn AuditStore>) {
+    let seeded = seed(&store).await;
+    let app = app(store);
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let acme: Vec<&AuditEvent> = {
+        let ids = seeded.ids(|e| e.tenant.as_deref() == Some("acme"));
+        ids.iter()
+            .map(|id| seeded.all.iter().find(|e| e.id.to_string() == *id).unwrap())
+            .collect()
+    };
+
+    // CSV: header row, every field, RFC 4180, attributes as JSON text.
+    let csv_answer = get(&app, Some("alice"), "/export").await;
+    assert_eq!(csv_answer.status, 200);
+    assert_eq!(
+        csv_answer.headers["content-type"],
+        "text/csv; charset=utf-8"
+    );
+    assert_eq!(
+        csv_answer.headers["content-disposition"],
+        format!("attachment; filename=\"audit-log-{today}.csv\"").as_str()
+    );
+    let (header, rows) = csv_rows(&csv_answer);
+    assert_eq!(
+        header,
+        Column::ALL.iter().map(|c| c.name()).collect::<Vec<_>>()
+    );
+    assert_eq!(rows.len(), acme.len());
+    for (row, event) in rows.iter().zip(&acme) {
+        let json = serde_json::to_value(event).unwrap();
+        for (cell, column) in row.iter().zip(Column::ALL) {
+            let expected = match &json[column.name()] {
+                Value::Null => String::new(),
+                Value::String(s) => s.clone(),
+                Value::Object(_) => serde_json::to_string(&json[column.name()]).unwrap(),
+                other => other.to_string(),
+            };
+            assert_eq!(cell, &expected, "{}", column.name());
+        }
+    }
+
+    // JSON: one array, every event equal to what was stored.
+    let json_answer = get(&app, Some("alice"), "/export?format=json").await;
+    assert_eq!(json_answer.headers["content-type"], "application/json");
+    assert_eq!(
+        json_answer.headers["content-disposition"],
+        format!("attachment; filename=\"audit-log-{today}.json\"").as_str()
+    );
+    let events: Vec<AuditEvent> = serde_json::from_slice(&json_answer.body).unwrap();
+    // The CSV export just made is itself an acme event now, and the newest.
+    assert_eq!(events[0].category, audit_api::AUDIT_LOG_CATEGORY);
+    assert_eq!(events[1..].iter().collect::<Vec<_>>(), acme);
+
+    // NDJSON: one event per line.
+    let ndjson = get(&app, Some("alice"), "/export?format=ndjson").await;
+    assert_eq!(ndjson.headers["content-type"], "application/x-ndjson");
+    let events: Vec<AuditEvent> = ndjson
+        .text()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(
+        events[..2]
+            .iter()
+            .filter(|e| e.category == audit_api::AUDIT_LOG_CATEGORY)
+            .count(),
+        2
+    );
+    assert_eq!(events[2..].iter().collect::<Vec<_>>(), acme);
+
+    // An empty result is still a well-formed file of each format.
+    let empty = get(&app, Some("alice"), "/export?format=json&category=Nothing").await;
+    assert_eq!(
+        serde_json::from_slice::<Vec<Value>>(&empty.body).unwrap(),
+        Vec::<Value>::new()
+    );
+    let empty = get(&app, Some("alice"), "/export?category=Nothing").await;
+    let (header, rows) = csv_rows(&empty);
+    assert_eq!(header.len(), Column::ALL.len());
+    assert!(rows.is_empty());
+    let empty = get(
+        &app,
+        Some("alice"),
+        "/export?format=ndjson&category=Nothing",
+    )
+    .await;
+    assert!(empty.body.is_empty());
+}
+
+async fn export_columns_and_filters(store: Arc<dyn AuditStore>) {
+    let seeded = seed(&store).await;
+    let app = app(store);
+    let expected =
+        seeded.ids(|e| e.tenant.as_deref() == Some("acme") && e.outcome == Outcome::Deny);
+
+    let answer = get(
+        &app,
+        Some("alice"),
+        "/export?status=deny&columns=action,id,occurred_at",
+    )
+    .await;
+    let (header, rows) = csv_rows(&answer);
+    assert_eq!(header, ["action", "id", "occurred_at"]);
+    assert_eq!(
+        rows.iter().map(|r| r[1].clone()).collect::<Vec<_>>(),
+        expected
+    );
+
+    let answer = get(
+        &app,
+        Some("alice"),
+        "/export?status=deny&format=json&columns=outcome,id",
+    )
+    .await;
+    let text = answer.text();
+    // Keys in the requested order, and only those.
+    assert!(text.contains("{\"outcome\":\"deny\",\"id\":\""), "{text}");
+    let objects: Vec<serde_json::Map<String, Value>> = serde_json::from_str(&text).unwrap();
+    assert_eq!(objects.len(), expected.len());
+    assert!(
+        objects
+            .iter()
+            .all(|o| o.len() == 2 && o["outcome"] == "deny")
+    );
+    let answer = get(
+        &app,
+        Some("alice"),
+        "/export?status=deny&format=ndjson&columns=attributes,tenant",
+    )
+    .await;
+    for line in answer.text().lines() {
+        assert!(line.starts_with("{\"attributes\":{"), "{line}");
+        let object: serde_json::Map<String, Value> = serde_json::from_str(line).unwrap();
+        assert_eq!(object["tenant"], "acme");
+    }
+
+    // Each export is recorded: action download, its filters, format and columns.
+    let recorded = get(
+        &app,
+        Some("root"),
+        "/events?category=Audit%20Log&action=download",
+    )
+    .await;
+    let recorded: Vec<AuditEvent> =
+        serde_json::from_value(recorded.json()["items"].clone()).unwrap();
+    assert_eq!(recorded.len(), 3);
+    let csv_export = recorded.last().unwrap();
+    assert_eq!(csv_export.outcome, Outcome::Allow);
+    assert_eq!(csv_export.actor_email.as_deref(), Some("alice@acme.test"));
+    assert_eq!(csv_export.actor_id.as_deref(), Some("u-alice"));
+    assert_eq!(csv_export.tenant.as_deref(), Some("acme"));
+    assert_eq!(csv_export.status, 200);
+    assert_eq!(csv_export.path, format!("{}/export", common::PREFIX));
+    assert!(
+        csv_export
+            .resource_name
+            .as_deref()
+            .unwrap()
+            .ends_with(".csv")
+    );
+    assert_eq!(
+        csv_export.attributes["filters"]["status"],
+        serde_json::json!(["deny"])
+    );
+    assert_eq!(csv_export.attributes["format"], "csv");
+    assert_eq!(
+        csv_export.attributes["columns"],
+        serde_json::json!(["action", "id", "occurred_at"])
+    );
+    assert_eq!(
+        csv_export.attributes["tenant_scope"],
+        serde_json::json!(["acme"])
+    );
+    // Alice, limited to acme, sees her own exports too.
+    assert_eq!(
+        get(&app, Some("alice"), "/events?category=Audit%20Log")
+            .await
+            .ids()
+            .len(),
+        3
+    );
+}
+
+async fn formula_cells_are_neutralised(store: Arc<dyn AuditStore>) {
+    // NUL cannot be stored in PostgreSQL text; the encoder's own test covers it for both.
+    let triggers = [
+        "=HYPERLINK(\"http://evil\")",
+        "+1+1",
+        "-2+3",
+        "@SUM(A1:A9)",
+        "\tcmd",
+        "\rcmd",
+    ];
+    let mut events = Vec::new();
+    for (index, trigger) in triggers.iter().enumerate() {
+        let mut e = common::event(
+            i64::try_from(index).unwrap(),
+            Some("acme"),
+            trigger,
+            Action::Create,
+        );
+        e.resource_name = Some((*trigger).to_owned());
+        e.actor_name = Some(format!("{trigger} name"));
+        e.user_agent = Some("a, \"quoted\"\nsecond line".into());
+        e.attributes.insert("note".into(), Value::from(*trigger));
+        events.push(e);
+    }
+    store.append(&events).await.unwrap();
+    let app = app(store);
+    let answer = get(
+        &app,
+        Some("alice"),
+        "/export?columns=category,resource_name,actor_name,user_agent,attributes",
+    )
+    .await;
+    let (_, rows) = csv_rows(&answer);
+    assert_eq!(rows.len(), triggers.len());
+    for row in &rows {
+        let original = row[0].strip_prefix('\'').expect("category neutralised");
+        assert!(triggers.contains(&original), "{row:?}");
+        assert_eq!(row[1], format!("'{original}"));
+        assert_eq!(row[2], format!("'{original} name"));
+        // Quoting survives commas, quotes and newlines; attributes are JSON text.
+        assert_eq!(row[3], "a, \"quoted\"\nsecond line");
+        assert!(row[4].starts_with('{'));
+    }
+    // JSON formats carry the values unchanged: neutralisation is a CSV concern.
+    let json = get(
+        &app,
+        Some("alice"),
+        "/export?format=json&columns=category&action=create",
+    )
+    .await
+    .json();
+    let categories: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["category"].as_str().unwrap())
+        .collect();
+    assert!(categories.iter().all(|c| triggers.contains(c)));
+}
+
+async fn bad_input_never_fails_the_server(store: Arc<dyn AuditStore>) {
+    seed(&store).await;
+    let app = app(store);
+    let named: &[(&str, &str)] = &[
+        ("/events?catgory=Model", "catgory"),
+        ("/events?format=csv", "format"),
+        ("/events?columns=id", "columns"),
+        ("/events?limit=0", "limit"),
+        ("/events?limit=1001", "limit"),
+        ("/events?limit=-1", "limit"),
+        ("/events?limit=99999999999999999999999", "limit"),
+        ("/events?limit=5&limit=6", "limit"),
+        ("/events?status=maybe", "status"),
+        ("/events?action=Not%20Snake", "action"),
+        ("/events?from=yesterday", "from"),
+        ("/events?from=2026-02-30", "from"),
+        ("/events?from=99999-01-01T00:00:00Z", "from"),
+        ("/events?to=0000-01-01", "to"),
+        ("/events?from=2026-03-02&to=2026-03-01", "from"),
+        ("/events?from=2026-03-01&from=2026-03-02", "from"),
+        ("/events?cursor=garbage", "cursor"),
+        ("/events?cursor=", "cursor"),
+        ("/events?request_id=a&request_id=b", "request_id"),
+        ("/events?user=a%00b", "user"),
+        ("/events?=x", ""),
+        ("/export?cursor=x", "cursor"),
+        ("/export?limit=5", "limit"),
+        ("/export?format=xlsx", "format"),
+        ("/export?format=csv&format=json", "format"),
+        ("/export?columns=id,password", "columns"),
+        ("/export?columns=", "columns"),
+        ("/export?columns=id,,action", "columns"),
+        ("/export?columns=id,id", "columns"),
+        ("/facets?tenant=acme", "tenant"),
+        ("/openapi.json?x=1", "x"),
+        ("/events/not-a-uuid", "id"),
+    ];
+    for (path, parameter) in named {
+        get(&app, Some("root"), path)
+            .await
+            .assert_invalid(parameter);
+    }
+    let long_value = format!("/events?resource_name={}", "x".repeat(5000));
+    get(&app, Some("root"), &long_value)
+        .await
+        .assert_invalid("resource_name");
+    let many = format!("/events?{}", "category=a&".repeat(101));
+    get(&app, Some("root"), &many)
+        .await
+        .assert_invalid("category");
+    // Odd but harmless input: never a 5xx.
+    let odd = [
+        "/events?%FF%FE=%C0",
+        "/events?category=%FF",
+        "/events?resource_name=%25_%5C",
+        "/events?resource_name=%27%3B%20DROP%20TABLE%20audit_events%3B--",
+        "/events?user=%E2%80%AE",
+        "/events?&&&",
+        "/events?category=%",
+        "/export?resource_name=%22%2C%0A",
+        "/events?from=1970-01-01T00:00:00Z&to=9999-12-31T23:59:59.999999Z",
+        "/events?from=0001-01-01",
+    ];
+    for path in odd {
+        let answer = get(&app, Some("root"), path).await;
+        assert!(
+            answer.status.is_success() || answer.status == 400,
+            "{path}: {}",
+            answer.status
+        );
+    }
+}
+
+#[tokio::test]
+async fn openapi_lists_every_route_and_parameter() {
+    let app = app(common::sqlite_store().await);
+    let document = get(&app, Some("erin"), "/openapi.json").await;
+    assert_eq!(document.status, 200);
+    let document = document.json();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = document["paths"].as_object().unwrap();
+    let documented: Vec<&str> = paths.keys().map(String::as_str).collect();
+    for route in [
+        "/",
+        "/events",
+        "/events/{id}",
+        "/facets",
+        "/export",
+        "/openapi.json",
+    ] {
+        assert!(documented.contains(&route), "{route} missing");
+    }
+    // Every documented path answers (not 404/405) through the real router.
+    for path in &documented {
+        // Nested, the page's `/` is the bare prefix.
+        let concrete = path.replace("{id}", &uuid::Uuid::now_v7().to_string());
+        let concrete = if concrete == "/" {
+            String::new()
+        } else {
+            concrete
+        };
+        let status = get(&app, Some("root"), &concrete).await.status;
+        assert!(
+            status == 200 || (path.contains("{id}") && status == 404),
+            "{path}: {status}"
+        );
+    }
+    let names = |path: &str| -> Vec<String> {
+        let mut names: Vec<String> = paths[path]["get"]["parameters"]
+            .as_array()
+            .map(|params| {
+                params
+                    .iter()
+                    .filter(|p| p["in"] == "query")
+                    .map(|p| p["name"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let accepted = |endpoint: audit_api::Endpoint| -> Vec<String> {
+        let mut names: Vec<String> = PARAMETERS
+            .iter()
+            .filter(|p| p.accepted_by(endpoint))
+            .map(|p| p.name.to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names("/events"), accepted(audit_api::Endpoint::Events));
+    assert_eq!(names("/export"), accepted(audit_api::Endpoint::Export));
+    for path in ["/facets", "/events/{id}", "/openapi.json", "/"] {
+        assert!(names(path).is_empty(), "{path}");
+    }
+    // And the parser accepts every documented parameter (the table is the parser's own).
+    for name in names("/events") {
+        let spec = PARAMETERS.iter().find(|p| p.name == name).unwrap();
+        assert!(spec.events);
+    }
+    // The event schema has exactly the fields of an event's JSON.
+    let event = common::event(0, None, "Model", Action::Create);
+    let mut event_keys: Vec<String> = serde_json::to_value(&event)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    event_keys.sort();
+    let mut schema_keys: Vec<String> = document["components"]["schemas"]["Event"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    schema_keys.sort();
+    assert_eq!(schema_keys, event_keys);
+    let mut facet_keys: Vec<String> = document["components"]["schemas"]["Facets"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    facet_keys.sort();
+    assert_eq!(facet_keys, ["actions", "categories", "outcomes", "users"]);
+    // The column names are the event's fields.
+    let mut columns: Vec<String> = Column::ALL.iter().map(|c| c.name().to_owned()).collect();
+    columns.sort();
+    assert_eq!(columns, event_keys);
+}
+
+#[tokio::test]
+async fn mounted_page_lives_at_the_trailing_slash_and_the_bare_prefix_redirects() {
+    let mounted = axum::Router::new().merge(
+        audit_api::AuditRouter::from_shared(common::sqlite_store().await, common::test_policy)
+            .mount(common::PREFIX),
+    );
+    let redirect = get(&mounted, Some("erin"), "?x=1").await;
+    assert_eq!(redirect.status, 308);
+    assert_eq!(
+        redirect.headers["location"],
+        format!("{}/?x=1", common::PREFIX).as_str()
+    );
+    let page = get(&mounted, Some("erin"), "/").await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("placeholder"));
+    assert!(!page.text().contains("<base"));
+    assert_eq!(get(&mounted, None, "/").await.status, 401);
+    assert_eq!(get(&mounted, Some("bob"), "/").await.status, 403);
+    assert_eq!(get(&mounted, Some("erin"), "/events").await.status, 200);
+    assert_eq!(get(&mounted, Some("erin"), "/nothing").await.status, 404);
+}
+
+#[tokio::test]
+async fn nested_page_lives_at_the_bare_prefix_with_a_base_href() {
+    let nested = app(common::sqlite_store().await);
+    let page = get(&nested, Some("erin"), "").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.text()
+            .contains(&format!("<base href=\"{}/\">", common::PREFIX))
+    );
+    assert_eq!(get(&nested, None, "").await.status, 401);
+}
+
+#[tokio::test]
+async fn responses_are_not_cached() {
+    let app = app(common::sqlite_store().await);
+    let answer = get(&app, Some("erin"), "/events").await;
+    assert_eq!(answer.headers["cache-control"], "no-store");
+    assert_eq!(answer.headers["x-content-type-options"], "nosniff");
+    let denied = get(&app, None, "/events").await;
+    assert_eq!(denied.headers["cache-control"], "no-store");
+}
