@@ -60,4 +60,4 @@ pub use error::ApiError;
 pub use export::{Column, ExportFormat};
 pub use params::{Endpoint, PARAMETERS, ParameterSpec, ValueKind};
 pub use router::{AuditRouter, router};
-pub use self_audit::{AUDIT_LOG_CATEGORY, AuditSink, SinkError};
+pub use self_audit::{AUDIT_LOG_CATEGORY, AuditSink, RecorderSink, SinkError};

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use audit_store::{Action, Attributes, AuditEvent, AuditStore, HttpFacts};
+use audit_store::{Action, Attributes, AuditEvent, AuditStore, HttpFacts, Recorder};
 use axum::extract::{ConnectInfo, MatchedPath, OriginalUri};
 use http::StatusCode;
 use http::request::Parts;
@@ -18,7 +18,7 @@ pub const AUDIT_LOG_CATEGORY: &str = "Audit Log";
 /// Where the router writes the events it records about itself.
 ///
 /// Every [`AuditStore`] is a sink that appends directly; a host running the batching
-/// recorder passes a sink that enqueues instead (see [`crate::AuditRouter::sink`]).
+/// recorder passes [`RecorderSink`], which enqueues instead (see [`crate::AuditRouter::sink`]).
 ///
 /// ```
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -43,6 +43,60 @@ impl<S: AuditStore + ?Sized> AuditSink for S {
         self.append(std::slice::from_ref(&event))
             .await
             .map_err(SinkError::new)
+    }
+}
+
+/// A sink that hands the router's own events to the host's batching [`Recorder`], the
+/// same one its [`AuditLayer`](https://docs.rs/audit-layer) writes through, so they share
+/// its queue, retries, delivery mode and the drain on [`Recorder::shutdown`].
+///
+/// A newtype rather than an `AuditSink` impl on `Recorder` itself, which coherence forbids
+/// next to the blanket impl for every [`AuditStore`].
+///
+/// ```
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use audit_api::{Access, AuditRouter, RecorderSink};
+/// use audit_store::{Recorder, SqliteStore};
+/// use http::request::Parts;
+///
+/// let store = SqliteStore::connect("sqlite::memory:").await?;
+/// let recorder = Recorder::builder(store.clone()).start()?;
+/// let nobody = |_: &Parts| async { Access::Unauthenticated };
+/// let audit_log = AuditRouter::new(store, nobody)
+///     .sink(RecorderSink::new(recorder.clone()))
+///     .mount("/admin/audit");
+/// # drop(audit_log);
+/// recorder.shutdown().await?;
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct RecorderSink(Recorder);
+
+impl RecorderSink {
+    /// A sink queueing events on `recorder`.
+    pub fn new(recorder: Recorder) -> Self {
+        RecorderSink(recorder)
+    }
+
+    /// The recorder events go to.
+    pub fn recorder(&self) -> &Recorder {
+        &self.0
+    }
+}
+
+impl From<Recorder> for RecorderSink {
+    fn from(recorder: Recorder) -> Self {
+        RecorderSink(recorder)
+    }
+}
+
+#[async_trait]
+impl AuditSink for RecorderSink {
+    /// Waits for room in the queue, queues the event and, in durable mode, waits for its
+    /// commit; fails only once the recorder is shutting down (or a durable commit failed).
+    async fn record(&self, event: AuditEvent) -> Result<(), SinkError> {
+        self.0.record(event).await.map_err(SinkError::new)
     }
 }
 
@@ -176,4 +230,51 @@ pub(crate) fn export_event(
     event.resource_name = Some(file_name.to_owned());
     event.attributes = attributes;
     event
+}
+
+#[cfg(test)]
+mod tests {
+    use audit_store::{
+        Action, AuditEvent, AuditStore, EventFilter, PageRequest, Recorder, SqliteStore,
+        TenantScope,
+    };
+
+    use super::{AuditSink, RecorderSink};
+
+    #[tokio::test]
+    async fn recorder_sink_queues_on_the_recorder_and_shutdown_drains_it() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        let recorder = Recorder::builder(store.clone()).start().unwrap();
+        let sink = RecorderSink::new(recorder.clone());
+        for n in 0..3 {
+            let event = AuditEvent::builder(super::AUDIT_LOG_CATEGORY, Action::Download)
+                .internal("sink-test")
+                .resource_name(format!("export-{n}.csv"))
+                .build();
+            sink.record(event).await.unwrap();
+        }
+        recorder.shutdown().await.unwrap();
+        assert_eq!(recorder.metrics().recorded, 3);
+        let page = store
+            .query(
+                &EventFilter::default(),
+                &TenantScope::All,
+                &PageRequest::default(),
+            )
+            .await
+            .unwrap();
+        let mut names: Vec<_> = page
+            .items
+            .iter()
+            .filter_map(|event| event.resource_name.clone())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["export-0.csv", "export-1.csv", "export-2.csv"]);
+
+        // Once the recorder is shutting down the sink says so instead of losing the event.
+        let late = AuditEvent::builder(super::AUDIT_LOG_CATEGORY, Action::View)
+            .internal("sink-test")
+            .build();
+        assert!(sink.record(late).await.is_err());
+    }
 }
