@@ -23,11 +23,16 @@
 //! | `csv` | complete rows up to the failure; nothing is appended, because any line would parse as a row. The transport error is the only signal. |
 //! | `json` | the array is left unclosed (no `]`), so the document does not parse. |
 //! | `ndjson` | a last line `{"error":"export_failed","message":"..."}`, an object without `id`, distinguishable from every event line, then the transport error. |
+//!
+//! The NDJSON error line is sent [`FLUSH_GRACE`] before the abort so the server can flush
+//! it; a client too slow to take it within that time still sees the truncated transfer,
+//! which is the signal every format guarantees.
 
 mod columns;
 mod csv;
 mod json;
 
+use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::task::{Context, Poll};
@@ -41,6 +46,11 @@ pub use columns::Column;
 /// Bytes gathered before a frame is handed to hyper: big enough to amortise the per-frame
 /// cost, small enough to keep memory flat.
 pub const FRAME_BYTES: usize = 64 * 1024;
+
+/// How long a failing export waits, after its last bytes, before aborting the transfer:
+/// hyper discards bytes it has not flushed yet when a body fails, and the NDJSON error line
+/// is among them.
+const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The file format of an export.
 ///
@@ -135,6 +145,9 @@ enum State {
     Rows,
     /// The store failed; the buffered bytes go out first, then this error.
     Failing(String),
+    /// The last bytes went out; the error follows once the server had a moment to flush
+    /// them (hyper drops unflushed bytes when a body errors).
+    Aborting(String, Pin<Box<tokio::time::Sleep>>),
     /// The body is complete or aborted.
     Done,
 }
@@ -189,11 +202,20 @@ impl Stream for ExportBody {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
-            match &this.state {
+            match &mut this.state {
                 State::Done => return Poll::Ready(None),
                 State::Failing(message) => {
+                    let message = message.clone();
+                    this.state =
+                        State::Aborting(message, Box::pin(tokio::time::sleep(FLUSH_GRACE)));
                     if !this.buffer.is_empty() {
                         return Poll::Ready(Some(Ok(this.take_frame())));
+                    }
+                    continue;
+                }
+                State::Aborting(message, grace) => {
+                    if grace.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
                     }
                     let error = ExportAborted(message.clone());
                     this.state = State::Done;
