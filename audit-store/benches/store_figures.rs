@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use audit_store::{
     Action, AuditEvent, AuditStore, EventFilter, HttpFacts, Limit, Outcome, PageRequest,
-    SqliteStore, TenantScope, testing,
+    PostgresStore, SqliteStore, TenantScope, testing,
 };
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
@@ -54,7 +54,7 @@ fn events(seed: u64, count: usize, now: DateTime<Utc>) -> Vec<AuditEvent> {
             let user = r % 20;
             let category = CATEGORIES[(r >> 8) as usize % CATEGORIES.len()];
             let action = ACTIONS[(r >> 16) as usize % ACTIONS.len()].clone();
-            let ago = chrono::Duration::microseconds((next() % 7_776_000_000_000) as i64);
+            let ago = chrono::Duration::microseconds((next() % SPAN_MICROS as u64) as i64);
             let id = (r >> 24) % 5000;
             AuditEvent::builder(category, action)
                 .occurred_at(now - ago)
@@ -81,6 +81,34 @@ fn events(seed: u64, count: usize, now: DateTime<Utc>) -> Vec<AuditEvent> {
                 .build()
         })
         .collect()
+}
+
+/// 90 days.
+const SPAN_MICROS: i64 = 7_776_000_000_000;
+
+/// Seeds `size` events in time order over the 90 days before `now`, as a live service
+/// would have written them (each chunk of 50,000 covers the next slice of time).
+async fn seed_in_time_order(store: &dyn AuditStore, size: usize, now: DateTime<Utc>) {
+    let slices = size.div_ceil(50_000).max(1);
+    let slice_micros = SPAN_MICROS / slices as i64;
+    for slice in 0..slices {
+        let n = (size - slice * 50_000).min(50_000);
+        let slice_end =
+            now - chrono::Duration::microseconds(SPAN_MICROS - (slice as i64 + 1) * slice_micros);
+        let mut chunk = events(slice as u64 + 10, n, slice_end);
+        // `events` spreads times over 90 days before its `now`; fold them into this slice.
+        for event in &mut chunk {
+            let ago = (slice_end - event.occurred_at)
+                .num_microseconds()
+                .unwrap_or(0);
+            event.occurred_at = slice_end - chrono::Duration::microseconds(ago % slice_micros);
+            event.id = audit_store::uuid_v7_at(event.occurred_at);
+        }
+        chunk.sort_by_key(|e| (e.occurred_at, e.id));
+        for batch in chunk.chunks(10_000) {
+            store.append(batch).await.expect("seed");
+        }
+    }
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -158,23 +186,88 @@ struct Figures {
     export_all_rows: usize,
 }
 
-async fn measure(name: &'static str, store: Arc<dyn AuditStore>, size: usize) -> Figures {
+/// One backend under test: a fresh, empty store each time it is opened.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(String),
+}
+
+/// An open store and what the benchmark needs besides the trait.
+enum Opened {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+impl Backend {
+    async fn open(&self) -> Opened {
+        match self {
+            Backend::Sqlite(dir) => {
+                let path = dir
+                    .path()
+                    .join(format!("bench-{}.db", uuid::Uuid::now_v7()));
+                let url = format!("sqlite://{}", path.display());
+                Opened::Sqlite(SqliteStore::connect(&url).await.expect("sqlite"))
+            }
+            Backend::Postgres(url) => Opened::Postgres(
+                testing::isolated_postgres_store(url)
+                    .await
+                    .expect("postgres"),
+            ),
+        }
+    }
+}
+
+impl Opened {
+    fn store(&self) -> Arc<dyn AuditStore> {
+        match self {
+            Opened::Sqlite(store) => Arc::new(store.clone()),
+            Opened::Postgres(store) => Arc::new(store.clone()),
+        }
+    }
+
+    /// Statistics as a live database has them (autovacuum on PostgreSQL, `PRAGMA optimize`
+    /// on SQLite connections closing).
+    async fn analyze(&self) {
+        match self {
+            Opened::Sqlite(store) => {
+                sqlx::query("ANALYZE")
+                    .execute(store.writer_pool())
+                    .await
+                    .expect("analyze");
+            }
+            Opened::Postgres(store) => {
+                let statement = format!("ANALYZE {}.audit_events", store.schema());
+                sqlx::query(sqlx::AssertSqlSafe(statement))
+                    .execute(store.pool())
+                    .await
+                    .expect("analyze");
+            }
+        }
+    }
+
+    async fn close(self) {
+        if let Opened::Postgres(store) = self {
+            testing::drop_postgres_schema(&store)
+                .await
+                .expect("drop schema");
+        }
+    }
+}
+
+async fn measure(name: &'static str, backend: &Backend, size: usize) -> Figures {
+    let empty = backend.open().await;
+    let store = empty.store();
     eprintln!("[{name}] append rate");
-    // Append rate on an empty table then growing: 100k events per batch size.
+    // Append rate into an empty table, then into one of 100,000 rows.
     let append_batch_1000 = append_rate(&*store, 100_000, 1000, 1).await;
     let append_batch_10000 = append_rate(&*store, 100_000, 10_000, 2).await;
-    eprintln!("[{name}] seeding to {size} events");
+    empty.close().await;
+    eprintln!("[{name}] seeding a fresh table of {size} events");
+    let opened = backend.open().await;
+    let store = opened.store();
     let now = Utc::now();
-    let mut seeded = 200_000;
-    let mut seed = 3;
-    while seeded < size {
-        let n = (size - seeded).min(50_000);
-        for chunk in events(seed, n, now).chunks(10_000) {
-            store.append(chunk).await.expect("seed");
-        }
-        seeded += n;
-        seed += 1;
-    }
+    seed_in_time_order(&*store, size, now).await;
+    opened.analyze().await;
 
     eprintln!("[{name}] queries");
     let scope = TenantScope::only(["acme"]);
@@ -217,6 +310,8 @@ async fn measure(name: &'static str, store: Arc<dyn AuditStore>, size: usize) ->
     let (export_100k_rate, export_100k_peak, _) = export(&*store, last_days).await;
     let (export_all_rate, export_all_peak, export_all_rows) =
         export(&*store, EventFilter::default()).await;
+    drop(store);
+    opened.close().await;
     Figures {
         name,
         append_batch_1000,
@@ -258,16 +353,16 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-        let sqlite = SqliteStore::connect(&url).await.expect("sqlite");
-        let mut figures = vec![measure("SQLite (file, WAL)", Arc::new(sqlite), size).await];
-        if let Ok(pg_url) = std::env::var("AUDIT_TEST_POSTGRES_URL") {
-            let pg = testing::isolated_postgres_store(&pg_url)
-                .await
-                .expect("postgres");
-            figures.push(measure("PostgreSQL", Arc::new(pg.clone()), size).await);
-            testing::drop_postgres_schema(&pg).await.expect("drop schema");
+        let mut backends = vec![(
+            "SQLite (file, WAL)",
+            Backend::Sqlite(tempfile::tempdir().expect("temp dir")),
+        )];
+        if let Ok(url) = std::env::var("AUDIT_TEST_POSTGRES_URL") {
+            backends.push(("PostgreSQL", Backend::Postgres(url)));
+        }
+        let mut figures = Vec::new();
+        for (name, backend) in &backends {
+            figures.push(measure(name, backend, size).await);
         }
         println!("\nstore figures over {size} events\n");
         println!(
