@@ -984,7 +984,10 @@ async fn scenario(database: &str) {
     .map(|e| e.request_id)
     .filter(|id| id.starts_with("burst-"))
     .collect();
-    eprintln!("burst: {} of 300 requests answered before the shutdown", answered_ids.len());
+    eprintln!(
+        "burst: {} of 300 requests answered before the shutdown",
+        answered_ids.len()
+    );
     assert!(answered_ids.len() >= 50);
     assert_eq!(
         recorded, answered_ids,
