@@ -48,10 +48,10 @@ impl Capture {
         method: &str,
         route: &str,
         path: &str,
-    ) -> Self {
+    ) -> Box<Self> {
         let occurred_at = truncate_to_micros(Utc::now());
         let id = uuid_v7_at(occurred_at);
-        Self {
+        Box::new(Self {
             reservation: None,
             context,
             started: Instant::now(),
@@ -80,19 +80,24 @@ impl Capture {
             },
             resolved: None,
             path_resource_id: classification.resource_id,
-        }
+        })
     }
 
     /// Completes the event and queues it in the reserved slot. `None` when nothing is
     /// recorded: no reservation (overloaded under the proceed policy, or refused) or the
     /// handler asked to skip.
-    pub(crate) fn finish(mut self, ending: Ending<'_>, config: &LayerConfig) -> Option<Delivery> {
-        let data = self.context.take();
-        let reservation = self.reservation.take()?;
+    pub(crate) fn finish(
+        self: Box<Self>,
+        ending: Ending<'_>,
+        config: &LayerConfig,
+    ) -> Option<Delivery> {
+        let mut this = *self;
+        let data = this.context.take();
+        let reservation = this.reservation.take()?;
         if data.skip {
             return None;
         }
-        let mut event = self.event;
+        let mut event = this.event;
         let (status, location) = match ending {
             Ending::Response { status, headers } => (status, headers.get(LOCATION)),
             Ending::Failed => {
@@ -119,9 +124,9 @@ impl Capture {
             }
         };
         event.status = status.as_u16();
-        event.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        event.duration_ms = this.started.elapsed().as_secs_f64() * 1000.0;
 
-        let resolved = self.resolved.unwrap_or_default();
+        let resolved = this.resolved.unwrap_or_default();
         let actor = data.actor;
         event.actor_id = actor.id.or(resolved.id);
         event.actor_email = actor.email.or(resolved.email);
@@ -146,7 +151,7 @@ impl Capture {
 
         event.resource_id = data
             .resource_id
-            .or(self.path_resource_id)
+            .or(this.path_resource_id)
             .or_else(|| created_id(status, location));
         event.resource_name = data.resource_name;
 

@@ -1,6 +1,7 @@
 //! Which requests are audited, and as what.
 
 use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use audit_store::Action;
 use http::Method;
@@ -87,6 +88,9 @@ pub(crate) struct Rules {
     skipped_routes: HashMap<String, ()>,
     /// Category overrides for the defaults of a route.
     categories: HashMap<String, String>,
+    /// Derived categories by route, computed once per route: deriving allocates several
+    /// strings, and the set of route patterns is fixed by the app, so this stays small.
+    derived: Arc<RwLock<HashMap<String, String>>>,
 }
 
 /// True for the methods recorded without a rule.
@@ -163,11 +167,10 @@ impl Rules {
                     Method::DELETE => Action::Delete,
                     _ => return None,
                 };
-                let category = self
-                    .categories
-                    .get(route)
-                    .cloned()
-                    .unwrap_or_else(|| derive_category(route));
+                let category = match self.categories.get(route) {
+                    Some(category) => category.clone(),
+                    None => self.derived_category(route),
+                };
                 (category, action, &ResourceParam::Last)
             }
         };
@@ -180,6 +183,23 @@ impl Rules {
             category,
             action,
             resource_id,
+        })
+    }
+
+    fn derived_category(&self, route: &str) -> String {
+        let cached = self
+            .derived
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(route)
+            .cloned();
+        cached.unwrap_or_else(|| {
+            let category = derive_category(route);
+            self.derived
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(route.to_owned(), category.clone());
+            category
         })
     }
 

@@ -31,7 +31,9 @@ pin_project! {
     {
         #[pin]
         state: State<F>,
-        capture: Option<Capture>,
+        // Boxed: the capture holds a whole event, and futures are moved several times on
+        // their way into the executor.
+        capture: Option<Box<Capture>>,
         config: Option<Arc<LayerConfig>>,
         request_id: Option<HeaderValue>,
     }
@@ -84,7 +86,7 @@ where
 
     pub(crate) fn calling(
         future: F,
-        capture: Capture,
+        capture: Box<Capture>,
         config: Arc<LayerConfig>,
         request_id: HeaderValue,
     ) -> Self {
@@ -98,7 +100,7 @@ where
 
     pub(crate) fn admitting(
         admission: AdmissionFuture<F>,
-        capture: Capture,
+        capture: Box<Capture>,
         config: Arc<LayerConfig>,
         request_id: HeaderValue,
     ) -> Self {

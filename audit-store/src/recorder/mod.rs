@@ -39,6 +39,7 @@ mod writer;
 mod tests;
 
 use std::fmt;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -80,6 +81,10 @@ pub(crate) struct Shared {
     sender: mpsc::UnboundedSender<Message>,
     gap: Mutex<Option<GapWindow>>,
     writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Events sent to the writer and not yet taken into a batch.
+    waiting: AtomicUsize,
+    /// Woken when `waiting` reaches a full batch, so a lingering writer starts at once.
+    batch_full: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -282,6 +287,8 @@ impl RecorderBuilder {
             sender,
             gap: Mutex::new(None),
             writer: tokio::sync::Mutex::new(None),
+            waiting: AtomicUsize::new(0),
+            batch_full: tokio::sync::Notify::new(),
         });
         let task = runtime.spawn(writer::run(shared.clone(), self.store, receiver));
         if let Ok(mut writer) = shared.writer.try_lock() {

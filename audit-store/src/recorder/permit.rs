@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
@@ -79,12 +80,21 @@ impl Reservation {
             bytes: actual,
             commit,
         };
+        // Counted before sending so the writer, which subtracts what it takes, never sees
+        // the count go below zero.
+        let waiting = shared.waiting.fetch_add(1, Ordering::AcqRel) + 1;
         match shared.sender.send(Message::Event(queued)) {
-            Ok(()) => match receiver {
-                Some(receiver) => Delivery::waiting(receiver),
-                None => Delivery::done(),
-            },
+            Ok(()) => {
+                if waiting == shared.config.max_batch_events {
+                    shared.batch_full.notify_one();
+                }
+                match receiver {
+                    Some(receiver) => Delivery::waiting(receiver),
+                    None => Delivery::done(),
+                }
+            }
             Err(_) => {
+                shared.waiting.fetch_sub(1, Ordering::AcqRel);
                 shared.capacity.release(1, actual);
                 Counters::add(&shared.counters.lost, 1);
                 tracing::error!("audit recorder writer has stopped; an audit event was lost");

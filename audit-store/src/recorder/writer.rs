@@ -1,6 +1,7 @@
 //! The background task that turns queued events into batched, retried transactions.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::mpsc::error::TryRecvError;
@@ -75,23 +76,23 @@ pub(crate) async fn run(
             Some(Message::Event(queued)) => batch.push(queued),
             Some(Message::Stop) | None => stop = true,
         }
-        // Linger briefly so that concurrent requests share one transaction; whatever arrives
-        // while a batch is being written is picked up without waiting by the next round.
-        let deadline = Instant::now() + shared.config.max_batch_wait;
+        // Linger so that concurrent requests share one transaction. The writer does not
+        // wait on the channel meanwhile: a pending receive would be woken (a cross-thread
+        // unpark) by every single submission. Submitters wake it once, when a full batch is
+        // waiting; otherwise the deadline does.
+        if !stop && batch.events.len() < max_batch && !shared.config.max_batch_wait.is_zero() {
+            let deadline = Instant::now() + shared.config.max_batch_wait;
+            // `waiting` still counts the event just received.
+            if shared.waiting.load(Ordering::Acquire) < max_batch {
+                let full = shared.batch_full.notified();
+                let _ = tokio::time::timeout_at(deadline, full).await;
+            }
+        }
         while !stop && batch.events.len() < max_batch {
-            let next = match receiver.try_recv() {
-                Ok(message) => Some(message),
-                Err(TryRecvError::Disconnected) => None,
-                Err(TryRecvError::Empty) => {
-                    match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                        Ok(message) => message,
-                        Err(_) => break,
-                    }
-                }
-            };
-            match next {
-                Some(Message::Event(queued)) => batch.push(queued),
-                Some(Message::Stop) | None => stop = true,
+            match receiver.try_recv() {
+                Ok(Message::Event(queued)) => batch.push(queued),
+                Ok(Message::Stop) | Err(TryRecvError::Disconnected) => stop = true,
+                Err(TryRecvError::Empty) => break,
             }
         }
         if stop {
@@ -103,6 +104,9 @@ pub(crate) async fn run(
                 batch.events.push(gap);
             }
         }
+        shared
+            .waiting
+            .fetch_sub(batch.reserved_events, Ordering::AcqRel);
         if !batch.events.is_empty() {
             commit(&shared, &*store, batch).await;
         }
