@@ -110,7 +110,7 @@ async fn serve(store: Arc<dyn AuditStore>) -> std::net::SocketAddr {
 }
 
 /// One GET over a fresh connection; returns the bytes received (head and body).
-async fn fetch(address: std::net::SocketAddr, path: &str, sink: &mut Vec<u8>) -> usize {
+async fn fetch(address: std::net::SocketAddr, path: &str, sink: &mut [u8]) -> usize {
     let mut stream = TcpStream::connect(address).await.expect("connect");
     stream.set_nodelay(true).ok();
     let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
