@@ -68,9 +68,14 @@ impl AuditContext {
         Self::default()
     }
 
-    /// The context the audit layer attached to a request's extensions.
+    /// The context the audit layer attached to a request's extensions. On a request the layer
+    /// saw but does not record (a `GET` without a rule) this is a detached context, so handlers
+    /// can use it unconditionally.
     pub fn from_extensions(extensions: &Extensions) -> Option<Self> {
-        extensions.get::<Self>().cloned()
+        match extensions.get::<Self>() {
+            Some(context) => Some(context.clone()),
+            None => extensions.get::<NotAudited>().map(|_| Self::detached()),
+        }
     }
 
     fn data(&self) -> MutexGuard<'_, ContextData> {
@@ -172,6 +177,11 @@ impl AuditContext {
         self.data().actor.clone()
     }
 }
+
+/// Marks a request the audit layer saw and decided not to record. A zero-sized marker costs
+/// no allocation, unlike a context nobody will read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NotAudited;
 
 /// The [`AuditContext`] extractor was used on a route the audit layer does not wrap.
 #[derive(Debug, Clone, Copy, thiserror::Error)]

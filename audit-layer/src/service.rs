@@ -13,7 +13,7 @@ use tower::Service;
 
 use crate::actor::RequestHead;
 use crate::capture::{Capture, truncate_utf8};
-use crate::context::AuditContext;
+use crate::context::{AuditContext, NotAudited};
 use crate::future::{AdmissionFuture, ResponseFuture};
 use crate::layer::LayerConfig;
 use crate::request_id;
@@ -64,17 +64,18 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let config = &self.config;
-        let context = AuditContext::default();
         let classification = request.extensions().get::<MatchedPath>().and_then(|route| {
             config
                 .rules
                 .classify(request.method(), route.as_str(), request.uri().path())
                 .map(|classification| (classification, route.as_str().to_owned()))
         });
-        request.extensions_mut().insert(context.clone());
         let Some((classification, route)) = classification else {
+            request.extensions_mut().insert(NotAudited);
             return ResponseFuture::passthrough(self.inner.call(request));
         };
+        let context = AuditContext::default();
+        request.extensions_mut().insert(context.clone());
 
         let mut capture = Capture::start(
             classification,

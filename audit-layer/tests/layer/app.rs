@@ -99,6 +99,13 @@ async fn counted(State(calls): State<Calls>) -> &'static str {
     "ok"
 }
 
+/// A read handler that still takes the context (it is detached: reads are not recorded).
+async fn read_with_context(State(calls): State<Calls>, audit: AuditContext) -> &'static str {
+    calls.hit();
+    audit.set_attribute("ignored", true);
+    "ok"
+}
+
 async fn slow(State(calls): State<Calls>) -> &'static str {
     calls.hit();
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -155,7 +162,7 @@ pub fn app(layer: AuditLayer, calls: Calls) -> Router {
         .route("/api/dataset-rules", post(create_rule).get(counted))
         .route(
             "/api/dataset-rules/{id}",
-            put(update_rule).delete(counted).get(counted),
+            put(update_rule).delete(counted).get(read_with_context),
         )
         .route(
             "/api/models/{model_id}/versions/{version}/train",

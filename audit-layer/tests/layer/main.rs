@@ -97,6 +97,14 @@ async fn records_rules_and_defaults(db: Db) {
         .0;
         assert_ne!(status, StatusCode::SERVICE_UNAVAILABLE, "{method} {uri}");
     }
+    let read = request(Method::GET, "/api/dataset-rules/r-2")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        send(&app, read).await.0,
+        StatusCode::OK,
+        "AuditContext on an unaudited read"
+    );
     recorder.shutdown().await.unwrap();
 
     let events = fx.events().await;
@@ -157,7 +165,7 @@ async fn records_rules_and_defaults(db: Db) {
         (synced.category.as_str(), &synced.action),
         ("Data Harmonization", &Action::Create)
     );
-    assert_eq!(calls.count(), 9, "every matched handler ran");
+    assert_eq!(calls.count(), 10, "every matched handler ran");
     fx.cleanup().await;
 }
 
