@@ -68,13 +68,13 @@ impl FromRequestParts<AppState> for CanView {
 }
 
 /// A viewer holding `view`, for the HTML page: denials are HTML too.
-pub(crate) struct CanViewPage;
+pub(crate) struct CanViewPage(pub(crate) Viewer);
 
 impl FromRequestParts<AppState> for CanViewPage {
     type Rejection = Response;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        authorize(parts, state, Permission::View, Rendering::Html).await?;
-        Ok(CanViewPage)
+        let (viewer, _) = authorize(parts, state, Permission::View, Rendering::Html).await?;
+        Ok(CanViewPage(viewer))
     }
 }
 

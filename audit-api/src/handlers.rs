@@ -21,17 +21,17 @@ use crate::params::{Endpoint, PARAMETERS, ParsedQuery, parse_query};
 use crate::router::AppState;
 use crate::self_audit::export_event;
 
-/// `GET /`: the page (a placeholder until the web page lands); see
-/// [`crate::AuditRouter::into_router`] and [`crate::AuditRouter::mount`] for where it lives.
+/// `GET /`: the Activity log page; see [`crate::AuditRouter::into_router`] and
+/// [`crate::AuditRouter::mount`] for where it lives.
 pub(crate) async fn page(
-    _: CanViewPage,
+    CanViewPage(viewer): CanViewPage,
     State(state): State<AppState>,
     OriginalUri(original): OriginalUri,
     RawQuery(raw): RawQuery,
 ) -> Response {
     let path = original.path();
     if path.ends_with('/') {
-        return page::placeholder(None);
+        return page::activity_log(&viewer, None);
     }
     if state.page_at_trailing_slash {
         let target = match raw {
@@ -40,7 +40,7 @@ pub(crate) async fn page(
         };
         return Redirect::permanent(&target).into_response();
     }
-    page::placeholder(Some(&format!("{path}/")))
+    page::activity_log(&viewer, Some(&format!("{path}/")))
 }
 
 /// The body of `GET /events`.
@@ -124,7 +124,7 @@ pub(crate) async fn not_found(State(state): State<AppState>, request: Request) -
     let is_page = matches!(parts.uri.path(), "" | "/") && parts.method == http::Method::GET;
     if is_page {
         return match CanViewPage::from_request_parts(&mut parts, &state).await {
-            Ok(_) => page::placeholder(None),
+            Ok(CanViewPage(viewer)) => page::activity_log(&viewer, None),
             Err(denied) => denied,
         };
     }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use crate::access::{AccessPolicy, Permission};
 use crate::handlers;
 use crate::openapi;
+use crate::page;
 use crate::params::Endpoint;
 use crate::self_audit::AuditSink;
 
@@ -263,6 +264,12 @@ impl AuditRouter {
         for route in ROUTES {
             router = router.route(route.path, (route.handler)());
         }
+        // The page's own files: not part of the API, so kept out of `ROUTES` and the OpenAPI
+        // document. The page refers to them as `assets/...`, relative to its URL.
+        router = router
+            .route("/assets/app.js", get(page::app_js))
+            .route("/assets/app.css", get(page::app_css))
+            .route("/assets/icon.svg", get(page::icon_svg));
         (router.fallback(handlers::not_found), state)
     }
 }

@@ -369,16 +369,43 @@ async fn access_is_checked_and_denials_are_recorded(store: Arc<dyn AuditStore>) 
     assert!(page.text().contains("permission"));
     let page = get(&app, Some("erin"), "").await;
     assert_eq!(page.status, 200);
-    assert!(page.text().contains("placeholder"));
+    assert!(page.text().contains("<title>Activity log</title>"));
     assert!(
-        page.headers["content-security-policy"]
-            .to_str()
-            .unwrap()
-            .contains("default-src 'none'")
+        page.text()
+            .contains("<script type=\"module\" src=\"assets/app.js\">")
     );
+    // erin may view but not export: the page knows, and greets her.
+    assert!(
+        page.text()
+            .contains("<meta name=\"audit-can-export\" content=\"false\">")
+    );
+    assert!(page.text().contains("content=\"erin@acme.test\""));
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'"));
+    assert!(csp.contains("script-src 'self';"));
+    assert!(!csp.contains("unsafe-inline"));
+    // The page's files are guarded like every route.
+    for (asset, media_type) in [
+        ("/assets/app.js", "text/javascript"),
+        ("/assets/app.css", "text/css"),
+        ("/assets/icon.svg", "image/svg+xml"),
+    ] {
+        let served = get(&app, Some("erin"), asset).await;
+        assert_eq!(served.status, 200, "{asset}");
+        assert!(
+            served.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(media_type),
+            "{asset}"
+        );
+        assert!(!served.text().is_empty());
+        assert_eq!(get(&app, Some("bob"), asset).await.status, 403, "{asset}");
+    }
 
     // Every denial above was recorded: anonymous and bob on each guarded route, erin's
-    // export, the anonymous parameter probe, and the two page denials.
+    // export, the anonymous parameter probe, the two page denials and bob's three asset
+    // requests.
     let denials = get(
         &app,
         Some("root"),
@@ -386,7 +413,7 @@ async fn access_is_checked_and_denials_are_recorded(store: Arc<dyn AuditStore>) 
     )
     .await;
     let denials: Vec<AuditEvent> = serde_json::from_value(denials.json()["items"].clone()).unwrap();
-    assert_eq!(denials.len(), GUARDED.len() * 2 + 1 + 1 + 2);
+    assert_eq!(denials.len(), GUARDED.len() * 2 + 1 + 1 + 2 + 3);
     for (path, action) in GUARDED {
         let on_path: Vec<&AuditEvent> = denials
             .iter()
@@ -877,8 +904,12 @@ async fn mounted_page_lives_at_the_trailing_slash_and_the_bare_prefix_redirects(
     );
     let page = get(&mounted, Some("erin"), "/").await;
     assert_eq!(page.status, 200);
-    assert!(page.text().contains("placeholder"));
+    assert!(page.text().contains("src=\"assets/app.js\""));
     assert!(!page.text().contains("<base"));
+    assert_eq!(
+        get(&mounted, Some("erin"), "/assets/app.css").await.status,
+        200
+    );
     assert_eq!(get(&mounted, None, "/").await.status, 401);
     assert_eq!(get(&mounted, Some("bob"), "/").await.status, 403);
     assert_eq!(get(&mounted, Some("erin"), "/events").await.status, 200);
