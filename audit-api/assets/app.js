@@ -506,6 +506,8 @@ async function loadFacets() {
     toast('Could not load the filter values; selected filters still apply.');
   }
   buildMultiSelects();
+  // Lets tests (and anyone scripting the page) know the offered values are in place.
+  document.body.dataset.facets = 'loaded';
 }
 
 // ---------------------------------------------------------------------------------------
