@@ -165,7 +165,35 @@ function pageParams() {
 
 // ---------------------------------------------------------------------------------------
 
+/** The README's picture (docs/activity-log.png is a copy): the demo's own traffic, before
+ * this suite adds its test events, with one update's changes open. */
+async function readmeScreenshot() {
+  const ctx = await newContext({ timezoneId: 'Europe/Berlin' });
+  const p = await newPage(ctx);
+  await p.goto(`${BASE}login?as=alice`);
+  await p.waitForSelector('#log-body tr');
+  await p.goto(`${LOG}?action=update&range=30d`);
+  await p.waitForSelector('#log-body tr');
+  await settled(p);
+  const shown = (await shownIds(p)).slice(0, 8);
+  const updates = (await api('admin/audit/events?action=update&limit=20')).body.items;
+  const rich = updates.find((e) => shown.includes(e.id) && e.attributes.changes && Object.keys(e.attributes.changes).length >= 1);
+  if (rich) {
+    await p.click(`#log-body tr[data-id="${rich.id}"]`);
+    await p.waitForSelector('#detail:not([hidden])');
+  }
+  await p.screenshot({ path: path.join(ARTIFACTS, 'readme-activity-log.png') });
+  await ctx.close();
+}
+
 before(async () => {
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
+  });
+  await readmeScreenshot();
+
   // Seed: a model named with markup, renamed (a change), trained under a known request ID,
   // and a denied delete by carol, who may not change anything.
   const created = await api('api/models', 'alice-token', { method: 'POST', body: JSON.stringify({ name: INJECTION }) });
@@ -182,11 +210,6 @@ before(async () => {
   // The demo's recorder writes in the background: wait until all four are visible.
   await waitFor(async () => (await apiIds(`resource_id=${model.id}&category=Model`)).length >= 4, 'the seeded events');
 
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
-  });
   context = await newContext();
   await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(BASE).origin });
   page = await newPage(context);
