@@ -33,6 +33,7 @@ mod error;
 mod event;
 mod query;
 mod recorder;
+mod sanitize;
 mod sql;
 mod store;
 
@@ -60,6 +61,7 @@ pub use recorder::{
     InvalidConfig, OverloadPolicy, RecordError, Recorder, RecorderBuilder, RecorderConfig,
     RecorderMetrics, Reservation, ReserveError, RetryPolicy, ShutdownError, StartError,
 };
+pub use sanitize::NUL_REPLACEMENT;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use store::{AuditStore, EventStream};

@@ -10,12 +10,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row, SqlSafeStr};
 use uuid::Uuid;
 
 use crate::error::StoreError;
-use crate::event::{Attributes, AuditEvent};
+use crate::event::AuditEvent;
 use crate::query::{EventFilter, FacetUser, Facets, Page, PageRequest, Position, TenantScope};
 use crate::sql::{self, Dialect};
 use crate::store::{self, AuditStore, Backend, EventStream};
@@ -129,6 +128,16 @@ impl Dialect for PgDialect<'_> {
     fn events_table(&self) -> &str {
         self.events_table
     }
+    fn row_json(&self) -> &'static str {
+        "json_build_object('id', id, \
+         'occurred_at', (extract(epoch FROM occurred_at) * 1000000)::int8, 'tenant', tenant, \
+         'request_id', request_id, 'actor_id', actor_id, 'actor_email', actor_email, \
+         'actor_name', actor_name, 'category', category, 'action', action, \
+         'outcome', outcome, 'reason', reason, 'resource_id', resource_id, \
+         'resource_name', resource_name, 'method', method, 'route', route, 'path', path, \
+         'status', status, 'duration_ms', duration_ms, 'client_ip', client_ip, \
+         'user_agent', user_agent, 'attributes', attributes)::text"
+    }
     fn bind_text(qb: &mut QueryBuilder<Postgres>, value: &str) {
         qb.push_bind(value.to_owned());
     }
@@ -154,38 +163,7 @@ impl PostgresStore {
 }
 
 fn decode(row: &PgRow) -> Result<AuditEvent, StoreError> {
-    let status: i32 = row.try_get(16)?;
-    let action: String = row.try_get(8)?;
-    let outcome: String = row.try_get(9)?;
-    let Json(attributes): Json<Attributes> = row.try_get(20)?;
-    Ok(AuditEvent {
-        id: row.try_get(0)?,
-        occurred_at: row.try_get(1)?,
-        tenant: row.try_get(2)?,
-        request_id: row.try_get(3)?,
-        actor_id: row.try_get(4)?,
-        actor_email: row.try_get(5)?,
-        actor_name: row.try_get(6)?,
-        category: row.try_get(7)?,
-        action: action
-            .parse()
-            .map_err(|e| StoreError::CorruptRow(format!("{e}")))?,
-        outcome: outcome
-            .parse()
-            .map_err(|e| StoreError::CorruptRow(format!("{e}")))?,
-        reason: row.try_get(10)?,
-        resource_id: row.try_get(11)?,
-        resource_name: row.try_get(12)?,
-        method: row.try_get(13)?,
-        route: row.try_get(14)?,
-        path: row.try_get(15)?,
-        status: u16::try_from(status)
-            .map_err(|_| StoreError::CorruptRow("status out of range".to_owned()))?,
-        duration_ms: row.try_get(17)?,
-        client_ip: row.try_get(18)?,
-        user_agent: row.try_get(19)?,
-        attributes,
-    })
+    sql::decode_row(row.try_get(0)?)
 }
 
 #[async_trait]
@@ -293,7 +271,8 @@ impl AuditStore for PostgresStore {
         if events.is_empty() {
             return Ok(());
         }
-        let c = Columns::of(events);
+        let events = crate::sanitize::without_nul(events);
+        let c = Columns::of(&events);
         let statement = format!(
             "INSERT INTO {} ({}) SELECT id, occurred_at, tenant, request_id, actor_id, \
              actor_email, actor_name, category, action, outcome, reason, resource_id, \

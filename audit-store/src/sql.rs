@@ -3,9 +3,12 @@
 //! and a [`Dialect`] supplies those.
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use sqlx::{Database, QueryBuilder};
 use uuid::Uuid;
 
+use crate::error::StoreError;
+use crate::event::{Action, Attributes, AuditEvent, Outcome};
 use crate::query::{EventFilter, Position, TenantScope};
 
 /// The event columns in the order every SELECT returns them and every row decoder reads them.
@@ -19,6 +22,12 @@ pub(crate) trait Dialect {
     type DB: Database;
     /// The (schema-qualified) events table.
     fn events_table(&self) -> &str;
+    /// A select-list expression turning one row into the JSON text read by [`decode_row`].
+    ///
+    /// Reading one text value per row instead of 21 typed columns is about 2.5 times faster
+    /// on SQLite (measured with `examples/export_profile.rs`): the database builds the
+    /// object in C, and one value crosses the driver instead of 21.
+    fn row_json(&self) -> &'static str;
     /// Binds a text value.
     fn bind_text(qb: &mut QueryBuilder<Self::DB>, value: &str);
     /// Binds a timestamp as the backend stores `occurred_at`.
@@ -129,6 +138,73 @@ pub(crate) fn push_where<D: Dialect>(
     }
 }
 
+/// One stored row as the backends' `row_json` expressions render it: the event with
+/// `occurred_at` as microseconds since the epoch.
+#[derive(Deserialize)]
+struct StoredRow {
+    id: Uuid,
+    occurred_at: i64,
+    tenant: Option<String>,
+    request_id: String,
+    actor_id: Option<String>,
+    actor_email: Option<String>,
+    actor_name: Option<String>,
+    category: String,
+    action: Action,
+    outcome: Outcome,
+    reason: Option<String>,
+    resource_id: Option<String>,
+    resource_name: Option<String>,
+    method: String,
+    route: String,
+    path: String,
+    status: u16,
+    duration_ms: f64,
+    client_ip: Option<String>,
+    user_agent: Option<String>,
+    attributes: Attributes,
+}
+
+/// Reads one row rendered by [`Dialect::row_json`]. A row that does not fit the event model
+/// (changed behind the store's back) is reported, never skipped.
+pub(crate) fn decode_row(json: &str) -> Result<AuditEvent, StoreError> {
+    let row: StoredRow = serde_json::from_str(json)
+        .map_err(|e| StoreError::CorruptRow(format!("{e} in {}", truncate(json, 200))))?;
+    let occurred_at = DateTime::from_timestamp_micros(row.occurred_at).ok_or_else(|| {
+        StoreError::CorruptRow(format!("occurred_at {} out of range", row.occurred_at))
+    })?;
+    Ok(AuditEvent {
+        id: row.id,
+        occurred_at,
+        tenant: row.tenant,
+        request_id: row.request_id,
+        actor_id: row.actor_id,
+        actor_email: row.actor_email,
+        actor_name: row.actor_name,
+        category: row.category,
+        action: row.action,
+        outcome: row.outcome,
+        reason: row.reason,
+        resource_id: row.resource_id,
+        resource_name: row.resource_name,
+        method: row.method,
+        route: row.route,
+        path: row.path,
+        status: row.status,
+        duration_ms: row.duration_ms,
+        client_ip: row.client_ip,
+        user_agent: row.user_agent,
+        attributes: row.attributes,
+    })
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
 /// `SELECT <event columns> ... ORDER BY occurred_at DESC, id DESC LIMIT n`.
 pub(crate) fn select_page<D: Dialect>(
     dialect: &D,
@@ -138,7 +214,8 @@ pub(crate) fn select_page<D: Dialect>(
     limit: usize,
 ) -> QueryBuilder<D::DB> {
     let mut qb = QueryBuilder::new(format!(
-        "SELECT {EVENT_COLUMNS} FROM {}",
+        "SELECT {} FROM {}",
+        dialect.row_json(),
         dialect.events_table()
     ));
     push_where(dialect, &mut qb, filter, scope, after);
@@ -154,7 +231,8 @@ pub(crate) fn select_one<D: Dialect>(
     scope: &TenantScope,
 ) -> QueryBuilder<D::DB> {
     let mut qb = QueryBuilder::new(format!(
-        "SELECT {EVENT_COLUMNS} FROM {}",
+        "SELECT {} FROM {}",
+        dialect.row_json(),
         dialect.events_table()
     ));
     push_where(dialect, &mut qb, &EventFilter::default(), scope, None);
@@ -194,6 +272,7 @@ pub(crate) fn select_users<D: Dialect>(dialect: &D, scope: &TenantScope) -> Quer
 }
 
 /// Escapes `%`, `_` and `\` so a user's text is matched literally by `LIKE ... ESCAPE '\'`.
+#[cfg(any(feature = "postgres", test))]
 pub(crate) fn escape_like(needle: &str) -> String {
     let mut escaped = String::with_capacity(needle.len() + 2);
     for c in needle.chars() {

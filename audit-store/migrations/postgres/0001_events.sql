@@ -32,8 +32,8 @@ CREATE INDEX audit_events_action   ON {schema}.audit_events (action, occurred_at
 CREATE INDEX audit_events_outcome  ON {schema}.audit_events (outcome, occurred_at DESC, id DESC);
 CREATE INDEX audit_events_actor_id ON {schema}.audit_events (actor_id, occurred_at DESC, id DESC);
 CREATE INDEX audit_events_actor_email ON {schema}.audit_events (lower(actor_email), occurred_at DESC, id DESC);
-CREATE INDEX audit_events_request  ON {schema}.audit_events (request_id);
-CREATE INDEX audit_events_resource ON {schema}.audit_events (resource_id);
+CREATE INDEX audit_events_request  ON {schema}.audit_events (request_id, occurred_at DESC, id DESC);
+CREATE INDEX audit_events_resource ON {schema}.audit_events (resource_id, occurred_at DESC, id DESC);
 -- Case-insensitive substring search (ILIKE '%...%') served by a trigram GIN index.
 CREATE INDEX audit_events_name     ON {schema}.audit_events USING gin (resource_name gin_trgm_ops);
 

@@ -34,8 +34,8 @@ CREATE INDEX audit_events_action   ON audit_events (action, occurred_at DESC, id
 CREATE INDEX audit_events_outcome  ON audit_events (outcome, occurred_at DESC, id DESC);
 CREATE INDEX audit_events_actor_id ON audit_events (actor_id, occurred_at DESC, id DESC);
 CREATE INDEX audit_events_actor_email ON audit_events (lower(actor_email), occurred_at DESC, id DESC);
-CREATE INDEX audit_events_request  ON audit_events (request_id);
-CREATE INDEX audit_events_resource ON audit_events (resource_id);
+CREATE INDEX audit_events_request  ON audit_events (request_id, occurred_at DESC, id DESC);
+CREATE INDEX audit_events_resource ON audit_events (resource_id, occurred_at DESC, id DESC);
 
 -- Case-insensitive substring search on resource_name: an external-content FTS5 table with
 -- the trigram tokenizer, kept in step by triggers.

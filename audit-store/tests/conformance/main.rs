@@ -35,6 +35,7 @@ macro_rules! all_backends {
 all_backends!(
     round_trip_every_field,
     empty_batch_is_a_no_op,
+    nul_characters_are_stored_as_replacement_characters,
     every_filter_alone,
     combined_filters_and_repeated_values,
     user_filter_matches_id_or_email_ignoring_case,

@@ -45,7 +45,8 @@ pub async fn round_trip_every_field(h: &Harness) {
         .actor_name("")
         .denied("blocked: \"quotes\", 'apostrophes', \\ and\nnewlines\t")
         .resource("", long.clone())
-        .duration_ms(0.001)
+        // A double that needs all 17 significant digits must come back bit for bit.
+        .duration_ms(0.1 + 0.2)
         .client_ip("2001:db8::1")
         .user_agent(long.clone())
         .attribute("changes", json!({"name": ["a", "b"], "n": [null, 3.5]}))
@@ -55,6 +56,7 @@ pub async fn round_trip_every_field(h: &Harness) {
     let minimal = AuditEvent::builder("", Action::Create)
         .occurred_at(Utc.timestamp_micros(1).unwrap())
         .internal("")
+        .duration_ms(1e-7)
         .build();
     let mut events = vec![full, minimal];
     h.store.append(&events).await.unwrap();
@@ -76,6 +78,29 @@ pub async fn round_trip_every_field(h: &Harness) {
     assert!(minimal.attributes.is_empty());
     assert_eq!(minimal.method, "INTERNAL");
     assert_eq!(minimal.status, 0);
+}
+
+pub async fn nul_characters_are_stored_as_replacement_characters(h: &Harness) {
+    let event = AuditEvent::builder("Mo\0del", Action::Create)
+        .http(HttpFacts::new("POST", "/api/models", "/api/models\0", 201))
+        .resource_name("nul\0name")
+        .attribute("k\0", json!({"v": ["\0"]}))
+        .build();
+    h.store.append(std::slice::from_ref(&event)).await.unwrap();
+    let stored = h
+        .store
+        .get(event.id, &TenantScope::All)
+        .await
+        .unwrap()
+        .unwrap();
+    let r = audit_store::NUL_REPLACEMENT;
+    assert_eq!(stored.category, format!("Mo{r}del"));
+    assert_eq!(stored.path, format!("/api/models{r}"));
+    assert_eq!(stored.resource_name, Some(format!("nul{r}name")));
+    assert_eq!(
+        stored.attributes[&format!("k{r}")],
+        json!({"v": [r.to_string()]})
+    );
 }
 
 pub async fn empty_batch_is_a_no_op(h: &Harness) {
