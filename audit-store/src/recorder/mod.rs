@@ -243,7 +243,9 @@ impl RecorderBuilder {
         self
     }
     /// How long the writer lingers after the first event of a batch for more (default 5 ms).
-    /// Events that arrive while a batch is being written never wait for this.
+    /// Events that arrive while a batch is being written never wait for this. In durable
+    /// mode the linger also ends as soon as every reserved event has been submitted, since
+    /// nobody else is about to join and every submitter is waiting for the commit.
     pub fn max_batch_wait(mut self, wait: Duration) -> Self {
         self.config.max_batch_wait = wait;
         self

@@ -85,7 +85,11 @@ impl Reservation {
         let waiting = shared.waiting.fetch_add(1, Ordering::AcqRel) + 1;
         match shared.sender.send(Message::Event(queued)) {
             Ok(()) => {
-                if waiting == shared.config.max_batch_events {
+                // In durable mode the writer also lingers only while reserved events are
+                // still to come; the last of them ends the linger (see `worth_lingering`).
+                let all_in = shared.config.delivery == DeliveryMode::Durable
+                    && waiting >= shared.capacity.in_use().0;
+                if waiting == shared.config.max_batch_events || all_in {
                     shared.batch_full.notify_one();
                 }
                 match receiver {
