@@ -77,6 +77,7 @@ impl Capture {
                 client_ip: None,
                 user_agent: None,
                 attributes: Default::default(),
+                chain: None,
             },
             resolved: None,
             path_resource_id: classification.resource_id,

@@ -52,6 +52,9 @@ pub enum StoreError {
     /// The store's configuration is unusable (for example an invalid schema name).
     #[error("audit store configuration error: {0}")]
     Config(String),
+    /// The store does not offer this operation.
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
 }
 
 impl StoreError {

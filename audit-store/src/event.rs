@@ -11,6 +11,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::chain::ChainLink;
+
 /// The JSON object holding action-specific detail of an event.
 pub type Attributes = Map<String, Value>;
 
@@ -78,6 +80,10 @@ pub struct AuditEvent {
     pub user_agent: Option<String>,
     /// Action-specific detail; field changes live under `changes` as `{"field": [before, after]}`.
     pub attributes: Attributes,
+    /// Where the event sits in the store's hash chain: set on events read from a store,
+    /// `None` on events not yet stored (and then absent from the JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainLink>,
 }
 
 impl AuditEvent {
@@ -111,6 +117,7 @@ impl AuditEvent {
                 client_ip: None,
                 user_agent: None,
                 attributes: Attributes::new(),
+                chain: None,
             },
             state: PhantomData,
         }

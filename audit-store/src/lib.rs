@@ -29,6 +29,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod chain;
+mod checkpoint;
 mod error;
 mod event;
 mod query;
@@ -36,6 +38,7 @@ mod recorder;
 mod sanitize;
 mod sql;
 mod store;
+mod verify;
 
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -45,6 +48,10 @@ mod sqlite;
 #[doc(hidden)]
 pub mod testing;
 
+pub use chain::{ChainHash, ChainHead, ChainLink, canonical_json, chain_hash};
+pub use checkpoint::{
+    Checkpoint, CheckpointError, CheckpointKind, CheckpointSigner, InvalidKey, parse_public_key,
+};
 pub use error::{InvalidQuery, StoreError};
 pub use event::{
     Action, Attributes, AuditEvent, CustomAction, EventBuilder, HttpFacts, InvalidName,
@@ -65,6 +72,7 @@ pub use sanitize::NUL_REPLACEMENT;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use store::{AuditStore, EventStream};
+pub use verify::{ChainBreak, ChainReport, verify_chain};
 
 /// The text every append-only rejection raised by the database contains.
 pub const APPEND_ONLY_MESSAGE: &str = "audit events are append-only";

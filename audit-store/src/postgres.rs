@@ -5,6 +5,7 @@
 //! `INSERT ... SELECT FROM UNNEST(...)` statement per batch.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -13,6 +14,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row, SqlSafeStr};
 use uuid::Uuid;
 
+use crate::chain::{ChainHash, ChainHead, ChainLink};
+use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner, checkpoint_from_row};
 use crate::error::StoreError;
 use crate::event::AuditEvent;
 use crate::query::{EventFilter, FacetUser, Facets, Page, PageRequest, Position, TenantScope};
@@ -39,8 +42,9 @@ pub const DEFAULT_SCHEMA: &str = "audit";
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
-    schema: std::sync::Arc<str>,
-    events_table: std::sync::Arc<str>,
+    schema: Arc<str>,
+    events_table: Arc<str>,
+    signer: Option<Arc<CheckpointSigner>>,
 }
 
 impl PostgresStore {
@@ -82,7 +86,14 @@ impl PostgresStore {
             pool,
             events_table: format!("{schema}.audit_events").into(),
             schema: schema.into(),
+            signer: None,
         })
+    }
+
+    /// Signs checkpoints ([`AuditStore::checkpoint`], and the retention purge's) with this key.
+    pub fn with_signer(mut self, signer: CheckpointSigner) -> Self {
+        self.signer = Some(Arc::new(signer));
+        self
     }
 
     /// Applies the store's embedded migrations in its schema (idempotent; safe to run from
@@ -129,7 +140,8 @@ impl Dialect for PgDialect<'_> {
         self.events_table
     }
     fn row_json(&self) -> &'static str {
-        "json_build_object('id', id, \
+        "json_build_object('seq', seq, 'prev_hash', encode(prev_hash, 'hex'), \
+         'hash', encode(hash, 'hex'), 'id', id, \
          'occurred_at', (extract(epoch FROM occurred_at) * 1000000)::int8, 'tenant', tenant, \
          'request_id', request_id, 'actor_id', actor_id, 'actor_email', actor_email, \
          'actor_name', actor_name, 'category', category, 'action', action, \
@@ -146,6 +158,9 @@ impl Dialect for PgDialect<'_> {
     }
     fn bind_uuid(qb: &mut QueryBuilder<Postgres>, id: Uuid) {
         qb.push_bind(id);
+    }
+    fn bind_seq(qb: &mut QueryBuilder<Postgres>, seq: u64) {
+        qb.push_bind(seq_i64(seq));
     }
     fn push_name_contains(&self, qb: &mut QueryBuilder<Postgres>, needle: &str) {
         // Served by the pg_trgm GIN index; backslash is ILIKE's default escape character.
@@ -206,11 +221,33 @@ impl Backend for PostgresStore {
             })
             .collect()
     }
+
+    async fn fetch_chain_after(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut qb = sql::select_chain(&self.dialect(), after_seq, limit);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        self.insert_checkpoint_in(&mut conn, checkpoint).await
+    }
+
+    fn signer(&self) -> Option<&CheckpointSigner> {
+        self.signer.as_deref()
+    }
 }
 
 /// Column-wise arrays of a batch, bound as one array per column.
 #[derive(Default)]
 struct Columns {
+    seq: Vec<i64>,
+    prev_hash: Vec<Vec<u8>>,
+    hash: Vec<Vec<u8>>,
     id: Vec<Uuid>,
     occurred_at: Vec<DateTime<Utc>>,
     tenant: Vec<Option<String>>,
@@ -235,9 +272,12 @@ struct Columns {
 }
 
 impl Columns {
-    fn of(events: &[AuditEvent]) -> Self {
+    fn of(events: &[AuditEvent], links: &[ChainLink]) -> Self {
         let mut c = Columns::default();
-        for e in events {
+        for (e, link) in events.iter().zip(links) {
+            c.seq.push(seq_i64(link.seq));
+            c.prev_hash.push(link.prev_hash.0.to_vec());
+            c.hash.push(link.hash.0.to_vec());
             c.id.push(e.id);
             c.occurred_at.push(e.occurred_at);
             c.tenant.push(e.tenant.clone());
@@ -272,22 +312,32 @@ impl AuditStore for PostgresStore {
             return Ok(());
         }
         let events = crate::sanitize::without_nul(events);
-        let c = Columns::of(&events);
+        let mut tx = self.pool.begin().await?;
+        // Locking the head row serialises appends from every instance into one chain.
+        let head = self.read_head(&mut tx, true).await?;
+        let (links, new_head) = head.extend(&events);
+        let c = Columns::of(&events, &links);
         let statement = format!(
-            "INSERT INTO {} ({}) SELECT id, occurred_at, tenant, request_id, actor_id, \
+            "INSERT INTO {} (seq, prev_hash, hash, {}) SELECT seq, prev_hash, hash, id, \
+             occurred_at, tenant, request_id, actor_id, \
              actor_email, actor_name, category, action, outcome, reason, resource_id, \
              resource_name, method, route, path, status, duration_ms, client_ip, user_agent, \
-             attributes::jsonb FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], \
-             $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
-             $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], \
-             $16::text[], $17::int4[], $18::float8[], $19::text[], $20::text[], $21::text[]) \
-             AS u(id, occurred_at, tenant, request_id, actor_id, actor_email, actor_name, \
-             category, action, outcome, reason, resource_id, resource_name, method, route, \
-             path, status, duration_ms, client_ip, user_agent, attributes)",
+             attributes::jsonb FROM UNNEST($1::int8[], $2::bytea[], $3::bytea[], \
+             $4::uuid[], $5::timestamptz[], $6::text[], \
+             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
+             $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
+             $19::text[], $20::int4[], $21::float8[], $22::text[], $23::text[], $24::text[]) \
+             AS u(seq, prev_hash, hash, id, occurred_at, tenant, request_id, actor_id, \
+             actor_email, actor_name, category, action, outcome, reason, resource_id, \
+             resource_name, method, route, path, status, duration_ms, client_ip, user_agent, \
+             attributes)",
             self.events_table,
             sql::EVENT_COLUMNS
         );
         sqlx::query(AssertSqlSafe(statement))
+            .bind(c.seq)
+            .bind(c.prev_hash)
+            .bind(c.hash)
             .bind(c.id)
             .bind(c.occurred_at)
             .bind(c.tenant)
@@ -309,8 +359,18 @@ impl AuditStore for PostgresStore {
             .bind(c.client_ip)
             .bind(c.user_agent)
             .bind(c.attributes)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        let statement = format!(
+            "UPDATE {}.audit_chain_head SET seq = $1, hash = $2 WHERE id = 1",
+            self.schema
+        );
+        sqlx::query(AssertSqlSafe(statement))
+            .bind(seq_i64(new_head.seq))
+            .bind(new_head.hash.0.to_vec())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -345,13 +405,116 @@ impl AuditStore for PostgresStore {
             .bind(crate::event::rfc3339_micros::format(&cutoff))
             .execute(&mut *tx)
             .await?;
-        let statement = format!("DELETE FROM {} WHERE occurred_at < $1", self.events_table);
-        let purged = sqlx::query(AssertSqlSafe(statement))
+        // Appends wait while the prefix is cut, so the boundary cannot move under us.
+        self.read_head(&mut tx, true).await?;
+        // The chain's prefix older than the cutoff ends before the first event that is not.
+        let statement = format!(
+            "SELECT seq, hash FROM {t} WHERE seq < COALESCE( \
+             (SELECT seq FROM {t} WHERE occurred_at >= $1 ORDER BY seq LIMIT 1), \
+             9223372036854775807) ORDER BY seq DESC LIMIT 1",
+            t = self.events_table
+        );
+        let last_removed: Option<(i64, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(statement))
             .bind(cutoff)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((boundary, boundary_hash)) = last_removed else {
+            return Ok(0);
+        };
+        if let Some(signer) = &self.signer {
+            let head = ChainHead {
+                seq: u64::try_from(boundary).unwrap_or(0),
+                hash: ChainHash::from_slice(&boundary_hash)
+                    .ok_or_else(|| StoreError::CorruptRow(format!("hash of seq {boundary}")))?,
+            };
+            self.insert_checkpoint_in(&mut tx, &signer.sign(head, CheckpointKind::Purge))
+                .await?;
+        }
+        let statement = format!("DELETE FROM {} WHERE seq <= $1", self.events_table);
+        let purged = sqlx::query(AssertSqlSafe(statement))
+            .bind(boundary)
             .execute(&mut *tx)
             .await?
             .rows_affected();
         tx.commit().await?;
         Ok(purged)
+    }
+
+    async fn chain_head(&self) -> Result<ChainHead, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        self.read_head(&mut conn, false).await
+    }
+
+    fn chain_after(&self, after_seq: u64) -> EventStream {
+        store::chain_stream(self.clone(), after_seq)
+    }
+
+    async fn checkpoint(&self, kind: CheckpointKind) -> Result<Option<Checkpoint>, StoreError> {
+        store::sign_checkpoint(self, kind).await
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let statement = format!(
+            "SELECT seq, head, created_at, kind, public_key, signature \
+             FROM {}.audit_checkpoints ORDER BY id",
+            self.schema
+        );
+        let rows: Vec<(i64, Vec<u8>, DateTime<Utc>, String, String, String)> =
+            sqlx::query_as(AssertSqlSafe(statement))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(seq, head, created_at, kind, public_key, signature)| {
+                checkpoint_from_row(seq, &head, Some(created_at), &kind, public_key, signature)
+            })
+            .collect()
+    }
+}
+
+fn seq_i64(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+impl PostgresStore {
+    async fn read_head(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        lock: bool,
+    ) -> Result<ChainHead, StoreError> {
+        let statement = format!(
+            "SELECT seq, hash FROM {}.audit_chain_head WHERE id = 1{}",
+            self.schema,
+            if lock { " FOR UPDATE" } else { "" }
+        );
+        let (seq, hash): (i64, Vec<u8>) = sqlx::query_as(AssertSqlSafe(statement))
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(ChainHead {
+            seq: u64::try_from(seq).map_err(|_| StoreError::CorruptRow("chain head seq".into()))?,
+            hash: ChainHash::from_slice(&hash)
+                .ok_or_else(|| StoreError::CorruptRow("chain head hash".into()))?,
+        })
+    }
+
+    async fn insert_checkpoint_in(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), StoreError> {
+        let statement = format!(
+            "INSERT INTO {}.audit_checkpoints (seq, head, created_at, kind, public_key, signature) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            self.schema
+        );
+        sqlx::query(AssertSqlSafe(statement))
+            .bind(seq_i64(checkpoint.seq))
+            .bind(checkpoint.head.0.to_vec())
+            .bind(checkpoint.created_at)
+            .bind(checkpoint.kind.as_str())
+            .bind(&checkpoint.public_key)
+            .bind(&checkpoint.signature)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
     }
 }

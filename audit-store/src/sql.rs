@@ -7,6 +7,7 @@ use serde::Deserialize;
 use sqlx::{Database, QueryBuilder};
 use uuid::Uuid;
 
+use crate::chain::{ChainHash, ChainLink};
 use crate::error::StoreError;
 use crate::event::{Action, Attributes, AuditEvent, Outcome};
 use crate::query::{EventFilter, Position, TenantScope};
@@ -34,6 +35,8 @@ pub(crate) trait Dialect {
     fn bind_time(qb: &mut QueryBuilder<Self::DB>, at: DateTime<Utc>);
     /// Binds an event id.
     fn bind_uuid(qb: &mut QueryBuilder<Self::DB>, id: Uuid);
+    /// Binds a chain sequence number.
+    fn bind_seq(qb: &mut QueryBuilder<Self::DB>, seq: u64);
     /// Pushes a condition "`resource_name` contains `needle`, ignoring case".
     fn push_name_contains(&self, qb: &mut QueryBuilder<Self::DB>, needle: &str);
 }
@@ -142,6 +145,9 @@ pub(crate) fn push_where<D: Dialect>(
 /// `occurred_at` as microseconds since the epoch.
 #[derive(Deserialize)]
 struct StoredRow {
+    seq: u64,
+    prev_hash: ChainHash,
+    hash: ChainHash,
     id: Uuid,
     occurred_at: i64,
     tenant: Option<String>,
@@ -195,6 +201,11 @@ pub(crate) fn decode_row(json: &str) -> Result<AuditEvent, StoreError> {
         client_ip: row.client_ip,
         user_agent: row.user_agent,
         attributes: row.attributes,
+        chain: Some(ChainLink {
+            seq: row.seq,
+            prev_hash: row.prev_hash,
+            hash: row.hash,
+        }),
     })
 }
 
@@ -238,6 +249,23 @@ pub(crate) fn select_one<D: Dialect>(
     push_where(dialect, &mut qb, &EventFilter::default(), scope, None);
     qb.push(" AND id = ");
     D::bind_uuid(&mut qb, id);
+    qb
+}
+
+/// Events in chain order after `after_seq` (verification walks the chain with this).
+pub(crate) fn select_chain<D: Dialect>(
+    dialect: &D,
+    after_seq: u64,
+    limit: usize,
+) -> QueryBuilder<D::DB> {
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT {} FROM {} WHERE seq > ",
+        dialect.row_json(),
+        dialect.events_table()
+    ));
+    D::bind_seq(&mut qb, after_seq);
+    qb.push(" ORDER BY seq LIMIT ");
+    qb.push(limit);
     qb
 }
 

@@ -5,6 +5,7 @@
 //! one connection that is never closed (closing it would discard the data).
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +18,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite};
 use uuid::Uuid;
 
+use crate::chain::{ChainHash, ChainHead};
+use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner, checkpoint_from_row};
 use crate::error::StoreError;
 use crate::event::AuditEvent;
 use crate::query::{EventFilter, FacetUser, Facets, Page, PageRequest, Position, TenantScope};
@@ -58,6 +61,7 @@ const PURGE_CHUNK: i64 = 10_000;
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    signer: Option<Arc<CheckpointSigner>>,
 }
 
 impl SqliteStore {
@@ -98,13 +102,18 @@ impl SqliteStore {
             Self {
                 reader: writer.clone(),
                 writer,
+                signer: None,
             }
         } else {
             let reader = SqlitePoolOptions::new()
                 .max_connections(4)
                 .connect_with(options.read_only(true))
                 .await?;
-            Self { writer, reader }
+            Self {
+                writer,
+                reader,
+                signer: None,
+            }
         };
         store.migrate().await?;
         Ok(store)
@@ -116,7 +125,14 @@ impl SqliteStore {
         Self {
             reader: pool.clone(),
             writer: pool,
+            signer: None,
         }
+    }
+
+    /// Signs checkpoints ([`AuditStore::checkpoint`], and the retention purge's) with this key.
+    pub fn with_signer(mut self, signer: CheckpointSigner) -> Self {
+        self.signer = Some(Arc::new(signer));
+        self
     }
 
     /// Applies the store's embedded migrations (idempotent).
@@ -155,7 +171,8 @@ impl Dialect for SqliteDialect {
     fn row_json(&self) -> &'static str {
         // `printf('%!.17g')` keeps every bit of a REAL (json_object would print 15 digits);
         // `json()` embeds the stored attributes text as an object.
-        "json_object('id', lower(hex(id)), 'occurred_at', occurred_at, 'tenant', tenant, \
+        "json_object('seq', seq, 'prev_hash', lower(hex(prev_hash)), 'hash', lower(hex(hash)), \
+         'id', lower(hex(id)), 'occurred_at', occurred_at, 'tenant', tenant, \
          'request_id', request_id, 'actor_id', actor_id, 'actor_email', actor_email, \
          'actor_name', actor_name, 'category', category, 'action', action, \
          'outcome', outcome, 'reason', reason, 'resource_id', resource_id, \
@@ -171,6 +188,9 @@ impl Dialect for SqliteDialect {
     }
     fn bind_uuid(qb: &mut QueryBuilder<Sqlite>, id: Uuid) {
         qb.push_bind(id);
+    }
+    fn bind_seq(qb: &mut QueryBuilder<Sqlite>, seq: u64) {
+        qb.push_bind(i64::try_from(seq).unwrap_or(i64::MAX));
     }
     fn push_name_contains(&self, qb: &mut QueryBuilder<Sqlite>, needle: &str) {
         if needle.chars().count() >= 3 {
@@ -232,6 +252,25 @@ impl Backend for SqliteStore {
             })
             .collect()
     }
+
+    async fn fetch_chain_after(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut qb = sql::select_chain(&SqliteDialect, after_seq, limit);
+        let rows = qb.build().fetch_all(&self.reader).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        insert_checkpoint(&mut conn, checkpoint).await
+    }
+
+    fn signer(&self) -> Option<&CheckpointSigner> {
+        self.signer.as_deref()
+    }
 }
 
 #[async_trait]
@@ -244,13 +283,21 @@ impl AuditStore for SqliteStore {
         // IMMEDIATE takes the write lock up front, waiting out the busy timeout, instead of
         // failing with SQLITE_BUSY when another process writes to the same file.
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        for chunk in events.chunks(ROWS_PER_INSERT) {
+        let head = read_head(&mut tx).await?;
+        let (links, new_head) = head.extend(&events);
+        for (chunk, links) in events
+            .chunks(ROWS_PER_INSERT)
+            .zip(links.chunks(ROWS_PER_INSERT))
+        {
             let mut qb = QueryBuilder::<Sqlite>::new(format!(
-                "INSERT INTO audit_events ({}) ",
+                "INSERT INTO audit_events (seq, prev_hash, hash, {}) ",
                 sql::EVENT_COLUMNS
             ));
-            qb.push_values(chunk, |mut row, event| {
-                row.push_bind(event.id)
+            qb.push_values(chunk.iter().zip(links), |mut row, (event, link)| {
+                row.push_bind(seq_i64(link.seq))
+                    .push_bind(link.prev_hash.0.to_vec())
+                    .push_bind(link.hash.0.to_vec())
+                    .push_bind(event.id)
                     .push_bind(event.occurred_at.timestamp_micros())
                     .push_bind(event.tenant.clone())
                     .push_bind(event.request_id.clone())
@@ -274,6 +321,11 @@ impl AuditStore for SqliteStore {
             });
             qb.build().execute(&mut *tx).await?;
         }
+        sqlx::query("UPDATE audit_chain_head SET seq = ?, hash = ? WHERE id = 1")
+            .bind(seq_i64(new_head.seq))
+            .bind(new_head.hash.0.to_vec())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -304,17 +356,49 @@ impl AuditStore for SqliteStore {
     async fn purge_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let cutoff = cutoff.timestamp_micros();
         let mut purged = 0;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        // The chain's prefix older than the cutoff ends before the first event that is not.
+        let first_kept: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM audit_events WHERE occurred_at >= ? ORDER BY seq LIMIT 1",
+        )
+        .bind(cutoff)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let last_removed: Option<(i64, Vec<u8>)> =
+            match first_kept {
+                Some(first_kept) => sqlx::query_as(
+                    "SELECT seq, hash FROM audit_events WHERE seq < ? ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(first_kept)
+                .fetch_optional(&mut *tx)
+                .await?,
+                None => {
+                    sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+                        .fetch_optional(&mut *tx)
+                        .await?
+                }
+            };
+        let Some((boundary, boundary_hash)) = last_removed else {
+            return Ok(0);
+        };
+        if let Some(signer) = &self.signer {
+            let head = ChainHead {
+                seq: u64::try_from(boundary).unwrap_or(0),
+                hash: ChainHash::from_slice(&boundary_hash)
+                    .ok_or_else(|| StoreError::CorruptRow(format!("hash of seq {boundary}")))?,
+            };
+            insert_checkpoint(&mut tx, &signer.sign(head, CheckpointKind::Purge)).await?;
+        }
         loop {
-            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
             sqlx::query("INSERT INTO audit_purge_guard (before) VALUES (?)")
                 .bind(cutoff)
                 .execute(&mut *tx)
                 .await?;
             let deleted = sqlx::query(
                 "DELETE FROM audit_events WHERE seq IN \
-                 (SELECT seq FROM audit_events WHERE occurred_at < ? LIMIT ?)",
+                 (SELECT seq FROM audit_events WHERE seq <= ? ORDER BY seq LIMIT ?)",
             )
-            .bind(cutoff)
+            .bind(boundary)
             .bind(PURGE_CHUNK)
             .execute(&mut *tx)
             .await?
@@ -327,6 +411,76 @@ impl AuditStore for SqliteStore {
             if deleted < PURGE_CHUNK.unsigned_abs() {
                 return Ok(purged);
             }
+            tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         }
     }
+
+    async fn chain_head(&self) -> Result<ChainHead, StoreError> {
+        let mut conn = self.reader.acquire().await?;
+        read_head(&mut conn).await
+    }
+
+    fn chain_after(&self, after_seq: u64) -> EventStream {
+        store::chain_stream(self.clone(), after_seq)
+    }
+
+    async fn checkpoint(&self, kind: CheckpointKind) -> Result<Option<Checkpoint>, StoreError> {
+        store::sign_checkpoint(self, kind).await
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let rows: Vec<(i64, Vec<u8>, i64, String, String, String)> = sqlx::query_as(
+            "SELECT seq, head, created_at, kind, public_key, signature \
+             FROM audit_checkpoints ORDER BY id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|(seq, head, created_at, kind, public_key, signature)| {
+                checkpoint_from_row(
+                    seq,
+                    &head,
+                    DateTime::from_timestamp_micros(created_at),
+                    &kind,
+                    public_key,
+                    signature,
+                )
+            })
+            .collect()
+    }
+}
+
+fn seq_i64(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+async fn read_head(conn: &mut sqlx::SqliteConnection) -> Result<ChainHead, StoreError> {
+    let (seq, hash): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT seq, hash FROM audit_chain_head WHERE id = 1")
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(ChainHead {
+        seq: u64::try_from(seq).map_err(|_| StoreError::CorruptRow("chain head seq".into()))?,
+        hash: ChainHash::from_slice(&hash)
+            .ok_or_else(|| StoreError::CorruptRow("chain head hash".into()))?,
+    })
+}
+
+async fn insert_checkpoint(
+    conn: &mut sqlx::SqliteConnection,
+    checkpoint: &Checkpoint,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_checkpoints (seq, head, created_at, kind, public_key, signature) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(seq_i64(checkpoint.seq))
+    .bind(checkpoint.head.0.to_vec())
+    .bind(checkpoint.created_at.timestamp_micros())
+    .bind(checkpoint.kind.as_str())
+    .bind(&checkpoint.public_key)
+    .bind(&checkpoint.signature)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use uuid::Uuid;
 
+use crate::chain::ChainHead;
+use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner};
 use crate::error::StoreError;
 use crate::event::AuditEvent;
 use crate::query::{
@@ -57,9 +59,37 @@ pub trait AuditStore: fmt::Debug + Send + Sync + 'static {
     /// The distinct categories, actions, users and outcomes within `scope`.
     async fn facets(&self, scope: &TenantScope) -> Result<Facets, StoreError>;
 
-    /// Retention: deletes every event that occurred before `cutoff`; returns how many.
+    /// Retention: deletes the oldest part of the chain, every event up to the first one
+    /// that did not occur before `cutoff`, and returns how many. Events stay a contiguous
+    /// chain, so an older event recorded after a newer one (a backfill) waits until
+    /// everything before it is old enough. With a signer configured, a
+    /// [`CheckpointKind::Purge`] checkpoint vouches for the new start of the chain.
     /// This is the only way events leave the store.
     async fn purge_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// The newest link of the hash chain. Stores without a chain keep the default, an
+    /// [`StoreError::Unsupported`] error.
+    async fn chain_head(&self) -> Result<ChainHead, StoreError> {
+        Err(StoreError::Unsupported("this store keeps no hash chain"))
+    }
+
+    /// Events in chain order after sequence number `after_seq`, with their
+    /// [`AuditEvent::chain`] links, read in bounded chunks.
+    fn chain_after(&self, _after_seq: u64) -> EventStream {
+        stream::once(async { Err(StoreError::Unsupported("this store keeps no hash chain")) })
+            .boxed()
+    }
+
+    /// Signs the current chain head with the store's signer and stores the checkpoint;
+    /// `None` when no signer is configured (the default).
+    async fn checkpoint(&self, _kind: CheckpointKind) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(None)
+    }
+
+    /// Every stored checkpoint, oldest first (none by default).
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 #[async_trait]
@@ -86,6 +116,18 @@ impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
     }
     async fn purge_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         (**self).purge_before(cutoff).await
+    }
+    async fn chain_head(&self) -> Result<ChainHead, StoreError> {
+        (**self).chain_head().await
+    }
+    fn chain_after(&self, after_seq: u64) -> EventStream {
+        (**self).chain_after(after_seq)
+    }
+    async fn checkpoint(&self, kind: CheckpointKind) -> Result<Option<Checkpoint>, StoreError> {
+        (**self).checkpoint(kind).await
+    }
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        (**self).checkpoints().await
     }
 }
 
@@ -114,7 +156,61 @@ pub(crate) trait Backend: Clone + Send + Sync + 'static {
 
     /// The distinct actors within a scope.
     async fn users(&self, scope: &TenantScope) -> Result<Vec<FacetUser>, StoreError>;
+
+    /// Events in chain order after `after_seq`.
+    async fn fetch_chain_after(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Stores a signed checkpoint.
+    async fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
+
+    /// The signer, when one is configured.
+    fn signer(&self) -> Option<&CheckpointSigner>;
 }
+
+/// [`AuditStore::checkpoint`] for any backend. Reading the head and storing the checkpoint
+/// need not be atomic: a checkpoint of a head that has grown since still vouches for a prefix.
+pub(crate) async fn sign_checkpoint<S: Backend + AuditStore>(
+    source: &S,
+    kind: CheckpointKind,
+) -> Result<Option<Checkpoint>, StoreError> {
+    let Some(signer) = source.signer() else {
+        return Ok(None);
+    };
+    let head = source.chain_head().await?;
+    let checkpoint = signer.sign(head, kind);
+    source.insert_checkpoint(&checkpoint).await?;
+    Ok(Some(checkpoint))
+}
+
+/// [`AuditStore::chain_after`] for any backend: a walk by sequence number in chunks.
+pub(crate) fn chain_stream<S: Backend>(source: S, after_seq: u64) -> EventStream {
+    stream::try_unfold(Some(after_seq), move |state| {
+        let source = source.clone();
+        async move {
+            let Some(after) = state else {
+                return Ok::<_, StoreError>(None);
+            };
+            let chunk = source.fetch_chain_after(after, CHAIN_CHUNK).await?;
+            let next = match chunk.last().and_then(|e| e.chain) {
+                Some(link) if chunk.len() == CHAIN_CHUNK => Some(link.seq),
+                _ => None,
+            };
+            Ok(Some((
+                stream::iter(chunk.into_iter().map(Ok::<_, StoreError>)),
+                next,
+            )))
+        }
+    })
+    .try_flatten()
+    .boxed()
+}
+
+/// Rows per chunk of a chain walk.
+const CHAIN_CHUNK: usize = 5000;
 
 /// [`AuditStore::facets`] for any backend.
 pub(crate) async fn collect_facets<S: Backend>(

@@ -251,5 +251,16 @@ pub async fn seed(store: &Arc<dyn AuditStore>) -> Seeded {
         all.push(e);
     }
     store.append(&all).await.unwrap();
-    Seeded { all }
+    // Keep the events as the store returns them, with their place in the hash chain.
+    let mut stored = Vec::with_capacity(all.len());
+    for event in &all {
+        stored.push(
+            store
+                .get(event.id, &TenantScope::All)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    Seeded { all: stored }
 }

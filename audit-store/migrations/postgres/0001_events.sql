@@ -3,6 +3,10 @@ CREATE EXTENSION IF NOT EXISTS pg_trgm;
 
 CREATE TABLE {schema}.audit_events (
     id            UUID             PRIMARY KEY,
+    -- Position in the hash chain and the chain link (see audit-store/src/chain.rs).
+    seq           BIGINT           NOT NULL UNIQUE,
+    prev_hash     BYTEA            NOT NULL,
+    hash          BYTEA            NOT NULL,
     occurred_at   TIMESTAMPTZ      NOT NULL,
     tenant        TEXT,
     request_id    TEXT             NOT NULL,
@@ -60,3 +64,27 @@ CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON {schema}.audit_events
     FOR EACH STATEMENT EXECUTE FUNCTION {schema}.audit_events_reject();
 CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON {schema}.audit_events
     FOR EACH ROW EXECUTE FUNCTION {schema}.audit_events_guard_delete();
+
+-- The head of the hash chain. Appends lock this row, which serialises the batches of all
+-- instances into one chain.
+CREATE TABLE {schema}.audit_chain_head (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  BIGINT  NOT NULL,
+    hash BYTEA   NOT NULL
+);
+INSERT INTO {schema}.audit_chain_head (id, seq, hash) VALUES (1, 0, decode(repeat('00', 32), 'hex'));
+
+-- Signed checkpoints of the chain head; append-only like the events.
+CREATE TABLE {schema}.audit_checkpoints (
+    id         BIGINT      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    seq        BIGINT      NOT NULL,
+    head       BYTEA       NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    kind       TEXT        NOT NULL,
+    public_key TEXT        NOT NULL,
+    signature  TEXT        NOT NULL
+);
+CREATE TRIGGER audit_checkpoints_no_change BEFORE UPDATE OR DELETE ON {schema}.audit_checkpoints
+    FOR EACH ROW EXECUTE FUNCTION {schema}.audit_events_reject();
+CREATE TRIGGER audit_checkpoints_no_truncate BEFORE TRUNCATE ON {schema}.audit_checkpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.audit_events_reject();

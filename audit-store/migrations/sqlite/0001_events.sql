@@ -1,7 +1,10 @@
--- Audit events. `seq` is the rowid (insertion order, used by the name index);
+-- Audit events. `seq` is the event's position in the hash chain (and the rowid);
+-- `prev_hash`/`hash` are its chain link (32 bytes each);
 -- `occurred_at` is microseconds since the Unix epoch, UTC; `id` is the 16-byte UUIDv7.
 CREATE TABLE audit_events (
     seq           INTEGER PRIMARY KEY,
+    prev_hash     BLOB    NOT NULL,
+    hash          BLOB    NOT NULL,
     id            BLOB    NOT NULL UNIQUE,
     occurred_at   INTEGER NOT NULL,
     tenant        TEXT,
@@ -62,4 +65,29 @@ END;
 CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
 WHEN NOT EXISTS (SELECT 1 FROM audit_purge_guard WHERE OLD.occurred_at < before) BEGIN
     SELECT RAISE(ABORT, 'audit events are append-only: DELETE only through the retention purge');
+END;
+
+-- The head of the hash chain: what the next append continues. One row.
+CREATE TABLE audit_chain_head (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  INTEGER NOT NULL,
+    hash BLOB    NOT NULL
+);
+INSERT INTO audit_chain_head (id, seq, hash) VALUES (1, 0, zeroblob(32));
+
+-- Signed checkpoints of the chain head; append-only like the events.
+CREATE TABLE audit_checkpoints (
+    id         INTEGER PRIMARY KEY,
+    seq        INTEGER NOT NULL,
+    head       BLOB    NOT NULL,
+    created_at INTEGER NOT NULL,
+    kind       TEXT    NOT NULL,
+    public_key TEXT    NOT NULL,
+    signature  TEXT    NOT NULL
+);
+CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints BEGIN
+    SELECT RAISE(ABORT, 'audit events are append-only: checkpoints cannot be changed');
+END;
+CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints BEGIN
+    SELECT RAISE(ABORT, 'audit events are append-only: checkpoints cannot be deleted');
 END;

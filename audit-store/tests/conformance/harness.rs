@@ -72,20 +72,54 @@ impl Harness {
     pub async fn raw(&self, statement: &str) -> Result<u64, sqlx::Error> {
         match &self.backend {
             Backend::Sqlite { store, .. } => {
-                let statement = statement.replace("{events}", "audit_events");
+                let statement = statement
+                    .replace("{events}", "audit_events")
+                    .replace("{checkpoints}", "audit_checkpoints");
                 sqlx::query(AssertSqlSafe(statement))
                     .execute(store.writer_pool())
                     .await
                     .map(|r| r.rows_affected())
             }
             Backend::Postgres { store } => {
-                let statement =
-                    statement.replace("{events}", &format!("{}.audit_events", store.schema()));
+                let statement = statement
+                    .replace("{events}", &format!("{}.audit_events", store.schema()))
+                    .replace(
+                        "{checkpoints}",
+                        &format!("{}.audit_checkpoints", store.schema()),
+                    );
                 sqlx::query(AssertSqlSafe(statement))
                     .execute(store.pool())
                     .await
                     .map(|r| r.rows_affected())
             }
+        }
+    }
+
+    /// The same store, signing checkpoints with `signer`.
+    pub fn signed(&self, signer: audit_store::CheckpointSigner) -> Arc<dyn AuditStore> {
+        match &self.backend {
+            Backend::Sqlite { store, .. } => Arc::new(store.clone().with_signer(signer)),
+            Backend::Postgres { store } => Arc::new(store.clone().with_signer(signer)),
+        }
+    }
+
+    /// Removes the append-only triggers, as someone with direct database access could.
+    pub async fn disable_append_only_guards(&self) {
+        let statements: &[&str] = if self.is_postgres() {
+            &[
+                "ALTER TABLE {events} DISABLE TRIGGER USER",
+                "ALTER TABLE {checkpoints} DISABLE TRIGGER USER",
+            ]
+        } else {
+            &[
+                "DROP TRIGGER audit_events_no_update",
+                "DROP TRIGGER audit_events_no_delete",
+                "DROP TRIGGER audit_checkpoints_no_update",
+                "DROP TRIGGER audit_checkpoints_no_delete",
+            ]
+        };
+        for statement in statements {
+            self.raw(statement).await.expect(statement);
         }
     }
 

@@ -55,4 +55,12 @@ all_backends!(
     concurrent_appends_lose_nothing,
     failed_batch_is_atomic,
     two_stores_share_one_database,
+    clean_chain_verifies,
+    modified_row_is_detected,
+    deleted_middle_row_is_detected,
+    deleted_newest_rows_are_detected,
+    swapped_rows_are_detected,
+    edited_checkpoint_is_detected,
+    purge_keeps_the_chain_verifiable,
+    concurrent_writers_keep_one_valid_chain,
 );

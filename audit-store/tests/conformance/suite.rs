@@ -4,12 +4,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use audit_store::{
-    Action, AuditEvent, AuditStore, Cursor, EventFilter, HttpFacts, Limit, Outcome, PageRequest,
-    StoreError, TenantScope,
+    Action, AuditEvent, AuditStore, ChainBreak, CheckpointKind, Cursor, EventFilter, HttpFacts,
+    Limit, Outcome, PageRequest, StoreError, TenantScope,
 };
 use chrono::{Duration, TimeZone, Utc};
 use futures_util::TryStreamExt;
 use serde_json::json;
+
+use audit_store::verify_chain;
 
 use crate::harness::Harness;
 use crate::model::{self, expected, ids, varied_events, walk};
@@ -26,6 +28,14 @@ async fn all(store: &dyn AuditStore, filter: &EventFilter, scope: &TenantScope) 
 
 fn filter() -> EventFilter {
     EventFilter::default()
+}
+
+/// The event as it was before the store gave it a place in the chain.
+fn unchained(event: &AuditEvent) -> AuditEvent {
+    AuditEvent {
+        chain: None,
+        ..event.clone()
+    }
 }
 
 pub async fn round_trip_every_field(h: &Harness) {
@@ -64,14 +74,18 @@ pub async fn round_trip_every_field(h: &Harness) {
     model::sort_newest_first(&mut events);
     assert_eq!(back.len(), 2);
     for (stored, original) in back.iter().zip(&events) {
-        assert_eq!(stored, original);
-        // The JSON form round-trips too.
+        assert_eq!(&unchained(stored), original);
+        // The JSON form round-trips too, chain link included.
         let json = serde_json::to_string(stored).unwrap();
-        assert_eq!(
-            &serde_json::from_str::<AuditEvent>(&json).unwrap(),
-            original
-        );
+        assert_eq!(&serde_json::from_str::<AuditEvent>(&json).unwrap(), stored);
     }
+    // Appended in the order given: the first event is the first link of the chain.
+    let links: Vec<_> = back.iter().map(|e| e.chain.unwrap()).collect();
+    assert_eq!(links[0].seq, 1);
+    assert_eq!(links[0].prev_hash, audit_store::ChainHash::GENESIS);
+    assert_eq!(links[1].seq, 2);
+    assert_eq!(links[1].prev_hash, links[0].hash);
+    assert_eq!(h.store.chain_head().await.unwrap().hash, links[1].hash);
     let minimal = back.pop().unwrap();
     assert_eq!(minimal.tenant, None);
     assert_eq!(minimal.actor_email, None);
@@ -560,10 +574,8 @@ pub async fn get_by_id(h: &Harness) {
     let events = varied_events(9, 20);
     seed(&*h.store, &events).await;
     for e in &events {
-        assert_eq!(
-            h.store.get(e.id, &TenantScope::All).await.unwrap().as_ref(),
-            Some(e)
-        );
+        let stored = h.store.get(e.id, &TenantScope::All).await.unwrap().unwrap();
+        assert_eq!(&unchained(&stored), e);
     }
     assert!(
         h.store
@@ -640,15 +652,34 @@ pub async fn facets_within_scope(h: &Harness) {
 }
 
 pub async fn purge_removes_only_older_events(h: &Harness) {
-    let events = varied_events(12, 500);
+    // Written in time order, as a live service writes them.
+    let mut events = varied_events(12, 500);
+    events.sort_by_key(|e| (e.occurred_at, e.id));
     seed(&*h.store, &events).await;
     let cutoff = model::base_time() + Duration::days(20);
+    // A backfilled old event written after newer ones stays until the chain before it goes.
+    let backfill = AuditEvent::builder("Model", Action::Create)
+        .occurred_at(model::base_time())
+        .internal("backfill")
+        .build();
+    h.store
+        .append(std::slice::from_ref(&backfill))
+        .await
+        .unwrap();
     let older = events.iter().filter(|e| e.occurred_at < cutoff).count() as u64;
-    assert!(older > 0);
+    assert!(older > 0 && older < 500);
     assert_eq!(h.store.purge_before(cutoff).await.unwrap(), older);
     let left = all(&*h.store, &filter(), &TenantScope::All).await;
-    assert_eq!(left.len() as u64, 500 - older);
-    assert!(left.iter().all(|e| e.occurred_at >= cutoff));
+    assert_eq!(left.len() as u64, 500 - older + 1);
+    assert!(
+        left.iter().any(|e| e.id == backfill.id),
+        "the backfilled event is kept"
+    );
+    assert!(
+        left.iter()
+            .filter(|e| e.id != backfill.id)
+            .all(|e| e.occurred_at >= cutoff)
+    );
     // The name index followed the purge.
     let f = EventFilter {
         resource_name: Some("churn".into()),
@@ -659,6 +690,20 @@ pub async fn purge_removes_only_older_events(h: &Harness) {
         ids(&expected(&left, &f, &TenantScope::All))
     );
     assert_eq!(h.store.purge_before(cutoff).await.unwrap(), 0);
+    // Once everything before it is old enough, the backfilled event goes too.
+    let everything = Utc::now() + Duration::days(1);
+    assert_eq!(
+        h.store.purge_before(everything).await.unwrap(),
+        500 - older + 1
+    );
+    assert!(
+        all(&*h.store, &filter(), &TenantScope::All)
+            .await
+            .is_empty()
+    );
+    // The chain continues after a purge.
+    h.store.append(&varied_events(13, 2)).await.unwrap();
+    assert_eq!(h.store.chain_head().await.unwrap().seq, 503);
 }
 
 pub async fn update_and_delete_are_rejected_by_the_database(h: &Harness) {
@@ -680,7 +725,11 @@ pub async fn update_and_delete_are_rejected_by_the_database(h: &Harness) {
             "{statement}: unexpected error {err}"
         );
     }
-    let left = all(&*h.store, &filter(), &TenantScope::All).await;
+    let left: Vec<AuditEvent> = all(&*h.store, &filter(), &TenantScope::All)
+        .await
+        .iter()
+        .map(unchained)
+        .collect();
     let mut want = events.clone();
     model::sort_newest_first(&mut want);
     assert_eq!(left, want, "nothing changed");
@@ -749,4 +798,189 @@ pub async fn two_stores_share_one_database(h: &Harness) {
             2 * 8 * 10 * 25
         );
     }
+}
+
+// --- Tamper evidence -------------------------------------------------------------------
+
+fn signer() -> audit_store::CheckpointSigner {
+    audit_store::CheckpointSigner::from_seed([42; 32])
+}
+
+/// Twelve events in three batches and a checkpoint after the tenth.
+async fn chained_log(h: &Harness) -> Arc<dyn AuditStore> {
+    let store = h.signed(signer());
+    store.append(&varied_events(21, 4)).await.unwrap();
+    store.append(&varied_events(22, 6)).await.unwrap();
+    store
+        .checkpoint(CheckpointKind::Periodic)
+        .await
+        .unwrap()
+        .unwrap();
+    store.append(&varied_events(23, 2)).await.unwrap();
+    store
+}
+
+async fn verdict(store: &dyn AuditStore) -> Option<ChainBreak> {
+    let report = verify_chain(store, &signer().verifying_key())
+        .await
+        .unwrap();
+    report.broken
+}
+
+pub async fn clean_chain_verifies(h: &Harness) {
+    let store = chained_log(h).await;
+    let report = verify_chain(&*store, &signer().verifying_key())
+        .await
+        .unwrap();
+    assert!(report.is_intact(), "{:?}", report.broken);
+    assert_eq!(report.events_checked, 12);
+    assert_eq!((report.first_seq, report.last_seq), (Some(1), Some(12)));
+    assert_eq!(report.checkpoints_checked, 1);
+    // Another key does not vouch for these checkpoints.
+    let other = audit_store::CheckpointSigner::from_seed([1; 32]).verifying_key();
+    let report = verify_chain(&*store, &other).await.unwrap();
+    assert!(matches!(
+        report.broken,
+        Some(ChainBreak::ForgedCheckpoint { .. })
+    ));
+}
+
+pub async fn modified_row_is_detected(h: &Harness) {
+    let store = chained_log(h).await;
+    h.disable_append_only_guards().await;
+    h.raw("UPDATE {events} SET category = 'Tampered' WHERE seq = 5")
+        .await
+        .unwrap();
+    let broken = verdict(&*store).await.unwrap();
+    assert!(
+        matches!(broken, ChainBreak::ModifiedRow { seq: 5, .. }),
+        "{broken}"
+    );
+    assert!(broken.to_string().contains("seq 5"), "{broken}");
+}
+
+pub async fn deleted_middle_row_is_detected(h: &Harness) {
+    let store = chained_log(h).await;
+    h.disable_append_only_guards().await;
+    h.raw("DELETE FROM {events} WHERE seq = 5").await.unwrap();
+    let broken = verdict(&*store).await.unwrap();
+    assert_eq!(
+        broken,
+        ChainBreak::MissingRows {
+            after_seq: 4,
+            next_seq: 6
+        },
+        "{broken}"
+    );
+}
+
+pub async fn deleted_newest_rows_are_detected(h: &Harness) {
+    let store = chained_log(h).await;
+    h.disable_append_only_guards().await;
+    // Cut back to before the checkpoint at seq 10.
+    h.raw("DELETE FROM {events} WHERE seq > 8").await.unwrap();
+    let broken = verdict(&*store).await.unwrap();
+    assert!(
+        matches!(
+            broken,
+            ChainBreak::TruncatedTail {
+                last_seq: 8,
+                expected_seq: 10,
+                ..
+            }
+        ),
+        "{broken}"
+    );
+}
+
+pub async fn swapped_rows_are_detected(h: &Harness) {
+    let store = chained_log(h).await;
+    h.disable_append_only_guards().await;
+    for statement in [
+        "UPDATE {events} SET seq = -4 WHERE seq = 4",
+        "UPDATE {events} SET seq = 4 WHERE seq = 6",
+        "UPDATE {events} SET seq = 6 WHERE seq = -4",
+    ] {
+        h.raw(statement).await.unwrap();
+    }
+    let broken = verdict(&*store).await.unwrap();
+    assert!(
+        matches!(
+            broken,
+            ChainBreak::ReorderedRow {
+                seq: 4,
+                written_at: 6,
+                ..
+            }
+        ),
+        "{broken}"
+    );
+}
+
+pub async fn edited_checkpoint_is_detected(h: &Harness) {
+    let store = chained_log(h).await;
+    h.disable_append_only_guards().await;
+    h.raw("UPDATE {checkpoints} SET seq = 12").await.unwrap();
+    let broken = verdict(&*store).await.unwrap();
+    assert!(
+        matches!(broken, ChainBreak::ForgedCheckpoint { seq: 12, .. }),
+        "{broken}"
+    );
+}
+
+pub async fn purge_keeps_the_chain_verifiable(h: &Harness) {
+    let store = h.signed(signer());
+    let mut events = varied_events(24, 50);
+    events.sort_by_key(|e| (e.occurred_at, e.id));
+    store.append(&events).await.unwrap();
+    let cutoff = events[20].occurred_at;
+    assert_eq!(store.purge_before(cutoff).await.unwrap(), 20);
+    let report = verify_chain(&*store, &signer().verifying_key())
+        .await
+        .unwrap();
+    assert!(report.is_intact(), "{:?}", report.broken);
+    assert_eq!((report.first_seq, report.events_checked), (Some(21), 30));
+    assert_eq!(
+        report.latest_checkpoint.unwrap().kind,
+        CheckpointKind::Purge
+    );
+    // Without a signer nothing vouches for the new start.
+    let unsigned = h.store.clone();
+    unsigned.purge_before(events[30].occurred_at).await.unwrap();
+    // The purge checkpoint of the signed purge still says seq 20: rows 21..30 now look deleted.
+    let broken = verdict(&*unsigned).await.unwrap();
+    assert_eq!(
+        broken,
+        ChainBreak::MissingRows {
+            after_seq: 20,
+            next_seq: 31
+        },
+        "{broken}"
+    );
+}
+
+pub async fn concurrent_writers_keep_one_valid_chain(h: &Harness) {
+    let first = h.signed(signer());
+    let second = h.second_instance().await;
+    let mut handles = Vec::new();
+    for (n, store) in [first.clone(), second].into_iter().enumerate() {
+        for task in 0..4 {
+            let store = store.clone();
+            handles.push(tokio::spawn(async move {
+                for batch in 0..10 {
+                    let seed = (n * 1000 + task * 100 + batch + 1) as u64;
+                    store.append(&varied_events(seed, 7)).await.unwrap();
+                }
+            }));
+        }
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    first.checkpoint(CheckpointKind::Manual).await.unwrap();
+    let report = verify_chain(&*first, &signer().verifying_key())
+        .await
+        .unwrap();
+    assert!(report.is_intact(), "{:?}", report.broken);
+    assert_eq!(report.events_checked, 2 * 4 * 10 * 7);
 }

@@ -1,0 +1,312 @@
+//! Verification: walk the chain and report the first broken link precisely.
+
+use std::fmt;
+
+use ed25519_dalek::VerifyingKey;
+use futures_util::TryStreamExt;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::chain::{ChainHead, chain_hash};
+use crate::checkpoint::{Checkpoint, CheckpointKind};
+use crate::error::StoreError;
+use crate::store::AuditStore;
+
+/// How far around a row's position verification looks for the position it was written at,
+/// to tell a moved row from a modified one.
+const REORDER_WINDOW: u64 = 1000;
+
+/// The first thing found wrong with a chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ChainBreak {
+    /// A checkpoint's signature does not verify.
+    ForgedCheckpoint {
+        /// Position of the checkpoint among all checkpoints (oldest first, from 0).
+        index: usize,
+        /// The sequence number it claims.
+        seq: u64,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The row's content no longer matches its hash.
+    ModifiedRow {
+        /// The row's sequence number.
+        seq: u64,
+        /// The row's event id.
+        id: Uuid,
+    },
+    /// The row is intact but sits at another position than it was written at.
+    ReorderedRow {
+        /// Where it is now.
+        seq: u64,
+        /// Where it was written.
+        written_at: u64,
+        /// The row's event id.
+        id: Uuid,
+    },
+    /// Rows are missing between two positions.
+    MissingRows {
+        /// The last intact position before the gap.
+        after_seq: u64,
+        /// The next position present.
+        next_seq: u64,
+    },
+    /// The row is intact but does not continue the row before it (that one was replaced).
+    BrokenLink {
+        /// The row's sequence number.
+        seq: u64,
+        /// The row's event id.
+        id: Uuid,
+    },
+    /// A checkpoint vouches for a different hash at this position: rows were rewritten.
+    CheckpointMismatch {
+        /// The position.
+        seq: u64,
+        /// The checkpoint's kind.
+        checkpoint: CheckpointKind,
+    },
+    /// The newest rows are gone: the chain ends before a position that was vouched for.
+    TruncatedTail {
+        /// The last position present.
+        last_seq: u64,
+        /// The position the newest checkpoint (or the chain head) vouches for.
+        expected_seq: u64,
+        /// What vouches for it.
+        evidence: &'static str,
+    },
+    /// The chain starts after position 1 and no signed purge checkpoint vouches for its start.
+    UnvouchedStart {
+        /// The first position present.
+        first_seq: u64,
+    },
+}
+
+impl fmt::Display for ChainBreak {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChainBreak::ForgedCheckpoint { index, seq, reason } => write!(
+                f,
+                "checkpoint #{index} (seq {seq}) does not verify: {reason}"
+            ),
+            ChainBreak::ModifiedRow { seq, id } => write!(
+                f,
+                "event seq {seq} (id {id}) was modified: its content no longer matches its hash"
+            ),
+            ChainBreak::ReorderedRow {
+                seq,
+                written_at,
+                id,
+            } => write!(
+                f,
+                "rows were reordered: event {id} now at seq {seq} was written at seq {written_at}"
+            ),
+            ChainBreak::MissingRows {
+                after_seq,
+                next_seq,
+            } => {
+                let missing = next_seq.saturating_sub(*after_seq).saturating_sub(1);
+                write!(
+                    f,
+                    "{missing} event(s) deleted: seq {} to {} are missing (after seq {after_seq})",
+                    after_seq + 1,
+                    next_seq - 1
+                )
+            }
+            ChainBreak::BrokenLink { seq, id } => write!(
+                f,
+                "event seq {seq} (id {id}) does not follow seq {}: the event before it was replaced",
+                seq.saturating_sub(1)
+            ),
+            ChainBreak::CheckpointMismatch { seq, checkpoint } => write!(
+                f,
+                "the {} checkpoint at seq {seq} vouches for another hash: the events up to seq {seq} were rewritten",
+                checkpoint.as_str()
+            ),
+            ChainBreak::TruncatedTail {
+                last_seq,
+                expected_seq,
+                evidence,
+            } => write!(
+                f,
+                "the newest events were deleted: the log ends at seq {last_seq} but {evidence} vouches for seq {expected_seq}"
+            ),
+            ChainBreak::UnvouchedStart { first_seq } => write!(
+                f,
+                "the log starts at seq {first_seq} and no signed purge checkpoint vouches for the events before it"
+            ),
+        }
+    }
+}
+
+/// What a verification found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChainReport {
+    /// Events whose hash and link were checked.
+    pub events_checked: u64,
+    /// The first position checked (`None` for an empty chain).
+    pub first_seq: Option<u64>,
+    /// The last position checked.
+    pub last_seq: Option<u64>,
+    /// How many checkpoints were checked.
+    pub checkpoints_checked: usize,
+    /// The newest checkpoint, if any.
+    pub latest_checkpoint: Option<Checkpoint>,
+    /// The first problem found, or `None` for an intact chain.
+    pub broken: Option<ChainBreak>,
+}
+
+impl ChainReport {
+    /// True when nothing was found wrong.
+    pub fn is_intact(&self) -> bool {
+        self.broken.is_none()
+    }
+}
+
+/// Verifies the whole chain of `store`, trusting checkpoints signed by `key`.
+///
+/// Checks, in order: every checkpoint's signature; from the newest purge checkpoint (or the
+/// beginning), every event's hash over its content and position, its link to the event
+/// before it, and the hash each checkpoint vouches for; finally that the chain reaches the
+/// newest checkpoint and the stored chain head.
+///
+/// ```
+/// # async fn demo() -> Result<(), audit_store::StoreError> {
+/// use audit_store::{
+///     Action, AuditEvent, AuditStore, CheckpointKind, CheckpointSigner, SqliteStore, verify_chain,
+/// };
+/// let signer = CheckpointSigner::from_seed([5; 32]);
+/// let key = signer.verifying_key();
+/// let store = SqliteStore::connect("sqlite::memory:").await?.with_signer(signer);
+/// store.append(&[AuditEvent::builder("Model", Action::Create).internal("seed").build()]).await?;
+/// store.checkpoint(CheckpointKind::Manual).await?;
+/// let report = verify_chain(&store, &key).await?;
+/// assert!(report.is_intact(), "{:?}", report.broken);
+/// assert_eq!(report.events_checked, 1);
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+/// ```
+pub async fn verify_chain(
+    store: &dyn AuditStore,
+    key: &VerifyingKey,
+) -> Result<ChainReport, StoreError> {
+    let checkpoints = store.checkpoints().await?;
+    let mut report = ChainReport {
+        events_checked: 0,
+        first_seq: None,
+        last_seq: None,
+        checkpoints_checked: checkpoints.len(),
+        latest_checkpoint: checkpoints.last().cloned(),
+        broken: None,
+    };
+    for (index, checkpoint) in checkpoints.iter().enumerate() {
+        if let Err(reason) = checkpoint.verify(key) {
+            report.broken = Some(ChainBreak::ForgedCheckpoint {
+                index,
+                seq: checkpoint.seq,
+                reason: reason.to_string(),
+            });
+            return Ok(report);
+        }
+    }
+    // The chain starts after the newest purge; before any purge, at the genesis.
+    let start = checkpoints
+        .iter()
+        .filter(|c| c.kind == CheckpointKind::Purge)
+        .max_by_key(|c| c.seq)
+        .map_or(ChainHead::EMPTY, Checkpoint::chain_head);
+    let vouched: Vec<&Checkpoint> = checkpoints
+        .iter()
+        .filter(|c| c.kind != CheckpointKind::Purge && c.seq > start.seq)
+        .collect();
+
+    let mut expected = start;
+    let mut rows = store.chain_after(start.seq);
+    while let Some(event) = rows.try_next().await? {
+        let Some(link) = event.chain else {
+            return Err(StoreError::CorruptRow(format!(
+                "event {} was read without its chain link",
+                event.id
+            )));
+        };
+        report.first_seq.get_or_insert(link.seq);
+        if report.events_checked == 0 && start.seq == 0 && link.seq > 1 {
+            report.broken = Some(ChainBreak::UnvouchedStart {
+                first_seq: link.seq,
+            });
+            return Ok(report);
+        }
+        if link.seq != expected.seq + 1 {
+            report.broken = Some(ChainBreak::MissingRows {
+                after_seq: expected.seq,
+                next_seq: link.seq,
+            });
+            return Ok(report);
+        }
+        if chain_hash(&link.prev_hash, link.seq, &event) != link.hash {
+            let lo = link.seq.saturating_sub(REORDER_WINDOW).max(1);
+            let written_at = (lo..=link.seq + REORDER_WINDOW)
+                .filter(|s| *s != link.seq)
+                .find(|s| chain_hash(&link.prev_hash, *s, &event) == link.hash);
+            report.broken = Some(match written_at {
+                Some(written_at) => ChainBreak::ReorderedRow {
+                    seq: link.seq,
+                    written_at,
+                    id: event.id,
+                },
+                None => ChainBreak::ModifiedRow {
+                    seq: link.seq,
+                    id: event.id,
+                },
+            });
+            return Ok(report);
+        }
+        if link.prev_hash != expected.hash {
+            report.broken = Some(ChainBreak::BrokenLink {
+                seq: link.seq,
+                id: event.id,
+            });
+            return Ok(report);
+        }
+        if let Some(checkpoint) = vouched
+            .iter()
+            .find(|c| c.seq == link.seq && c.head != link.hash)
+        {
+            report.broken = Some(ChainBreak::CheckpointMismatch {
+                seq: link.seq,
+                checkpoint: checkpoint.kind,
+            });
+            return Ok(report);
+        }
+        expected = ChainHead {
+            seq: link.seq,
+            hash: link.hash,
+        };
+        report.events_checked += 1;
+        report.last_seq = Some(link.seq);
+    }
+    if let Some(newest) = vouched.iter().map(|c| c.seq).max()
+        && newest > expected.seq
+    {
+        report.broken = Some(ChainBreak::TruncatedTail {
+            last_seq: expected.seq,
+            expected_seq: newest,
+            evidence: "a signed checkpoint",
+        });
+        return Ok(report);
+    }
+    let head = store.chain_head().await?;
+    if head.seq > expected.seq {
+        report.broken = Some(ChainBreak::TruncatedTail {
+            last_seq: expected.seq,
+            expected_seq: head.seq,
+            evidence: "the stored chain head",
+        });
+    } else if head.seq == expected.seq && head.hash != expected.hash && head.seq > 0 {
+        report.broken = Some(ChainBreak::BrokenLink {
+            seq: head.seq,
+            id: Uuid::nil(),
+        });
+    }
+    Ok(report)
+}
