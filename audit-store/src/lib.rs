@@ -64,9 +64,10 @@ pub use query::{
     PageRequest, Position, TenantScope,
 };
 pub use recorder::{
-    Admission, Delivery, DeliveryError, DeliveryMode, GAP_ACTION, GAP_CATEGORY, GAP_SOURCE,
-    InvalidConfig, OverloadPolicy, RecordError, Recorder, RecorderBuilder, RecorderConfig,
-    RecorderMetrics, Reservation, ReserveError, RetryPolicy, ShutdownError, StartError,
+    Admission, CheckpointPublisher, Delivery, DeliveryError, DeliveryMode, GAP_ACTION,
+    GAP_CATEGORY, GAP_SOURCE, InvalidConfig, OverloadPolicy, RecordError, Recorder,
+    RecorderBuilder, RecorderConfig, RecorderMetrics, Reservation, ReserveError, RetryPolicy,
+    ShutdownError, StartError,
 };
 pub use sanitize::NUL_REPLACEMENT;
 #[cfg(feature = "sqlite")]

@@ -104,6 +104,9 @@ pub struct RecorderConfig {
     pub overload: OverloadPolicy,
     /// Backoff between failed writes.
     pub retry: RetryPolicy,
+    /// How often a signed checkpoint is written while events arrive (zero: only at
+    /// shutdown). Only stores with a signer write checkpoints.
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for RecorderConfig {
@@ -118,6 +121,7 @@ impl Default for RecorderConfig {
             delivery: DeliveryMode::Buffered,
             overload: OverloadPolicy::Reject,
             retry: RetryPolicy::default(),
+            checkpoint_interval: Duration::from_secs(60),
         }
     }
 }

@@ -12,6 +12,8 @@ pub(crate) struct Counters {
     pub(crate) missed: AtomicU64,
     pub(crate) gaps: AtomicU64,
     pub(crate) lost: AtomicU64,
+    pub(crate) checkpoints: AtomicU64,
+    pub(crate) failed_checkpoints: AtomicU64,
 }
 
 impl Counters {
@@ -64,6 +66,10 @@ pub struct RecorderMetrics {
     /// Events that could not be handed to the writer because it had stopped (the runtime
     /// was shutting down). Zero in a healthy process.
     pub lost: u64,
+    /// Signed checkpoints written (periodic and at shutdown).
+    pub checkpoints: u64,
+    /// Checkpoints that could not be written (logged; the events are unaffected).
+    pub failed_checkpoints: u64,
 }
 
 impl RecorderMetrics {
@@ -78,6 +84,8 @@ impl RecorderMetrics {
             refused: Counters::get(&counters.refused),
             missed: Counters::get(&counters.missed),
             gaps: Counters::get(&counters.gaps),
+            checkpoints: Counters::get(&counters.checkpoints),
+            failed_checkpoints: Counters::get(&counters.failed_checkpoints),
             lost: Counters::get(&counters.lost),
         }
     }

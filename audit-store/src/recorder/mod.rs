@@ -30,6 +30,7 @@
 //! ```
 
 mod capacity;
+mod checkpoints;
 mod config;
 mod metrics;
 mod permit;
@@ -55,6 +56,7 @@ use capacity::{Capacity, Unavailable};
 use metrics::Counters;
 use writer::Message;
 
+pub use checkpoints::CheckpointPublisher;
 pub use config::{DeliveryMode, InvalidConfig, OverloadPolicy, RecorderConfig, RetryPolicy};
 pub use metrics::RecorderMetrics;
 pub use permit::{Delivery, DeliveryError, Reservation};
@@ -85,6 +87,10 @@ pub(crate) struct Shared {
     waiting: AtomicUsize,
     /// Woken when `waiting` reaches a full batch, so a lingering writer starts at once.
     batch_full: tokio::sync::Notify,
+    /// Writes signed checkpoints (when the store has a signer).
+    checkpointer: checkpoints::Checkpointer,
+    /// The periodic checkpoint task, aborted at shutdown.
+    periodic: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -212,11 +218,21 @@ pub enum StartError {
 }
 
 /// Configures and starts a [`Recorder`]; see [`Recorder::builder`].
-#[derive(Debug)]
 #[must_use = "a recorder builder does nothing until started"]
 pub struct RecorderBuilder {
     store: Arc<dyn AuditStore>,
     config: RecorderConfig,
+    publisher: Option<Arc<dyn CheckpointPublisher>>,
+}
+
+impl fmt::Debug for RecorderBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecorderBuilder")
+            .field("store", &self.store)
+            .field("config", &self.config)
+            .field("publisher", &self.publisher.is_some())
+            .finish()
+    }
 }
 
 impl RecorderBuilder {
@@ -271,6 +287,19 @@ impl RecorderBuilder {
         self.config.retry = policy;
         self
     }
+    /// How often a signed checkpoint of the hash chain is written while events arrive
+    /// (default 60 s; zero writes one only at shutdown). Checkpoints need a store with a
+    /// signer (`SqliteStore::with_signer`, `PostgresStore::with_signer`).
+    pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.config.checkpoint_interval = interval;
+        self
+    }
+    /// Hands every checkpoint written to `publisher` (a closure works), so it can be
+    /// published where the database's writers cannot alter it.
+    pub fn on_checkpoint(mut self, publisher: impl CheckpointPublisher) -> Self {
+        self.publisher = Some(Arc::new(publisher));
+        self
+    }
     /// Replaces every setting at once.
     pub fn config(mut self, config: RecorderConfig) -> Self {
         self.config = config;
@@ -282,7 +311,10 @@ impl RecorderBuilder {
         self.config.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let (sender, receiver) = mpsc::unbounded_channel();
+        let interval = self.config.checkpoint_interval;
         let shared = Arc::new(Shared {
+            checkpointer: checkpoints::Checkpointer::new(self.store.clone(), self.publisher),
+            periodic: Mutex::new(None),
             capacity: Capacity::new(self.config.max_queue_events, self.config.max_queue_bytes),
             counters: Counters::default(),
             config: self.config,
@@ -295,6 +327,13 @@ impl RecorderBuilder {
         let task = runtime.spawn(writer::run(shared.clone(), self.store, receiver));
         if let Ok(mut writer) = shared.writer.try_lock() {
             *writer = Some(task);
+        }
+        if !interval.is_zero() {
+            let periodic = runtime.spawn(checkpoints::run_periodic(shared.clone(), interval));
+            *shared
+                .periodic
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(periodic);
         }
         Ok(Recorder { shared })
     }
@@ -336,6 +375,7 @@ impl Recorder {
         RecorderBuilder {
             store: Arc::new(store),
             config: RecorderConfig::default(),
+            publisher: None,
         }
     }
 
@@ -410,6 +450,15 @@ impl Recorder {
         Ok(())
     }
 
+    /// Writes a signed checkpoint of the chain head now and hands it to the publisher;
+    /// `None` when the store has no signer or writing failed (see the metrics).
+    pub async fn checkpoint_now(&self) -> Option<crate::Checkpoint> {
+        self.shared
+            .checkpointer
+            .write(crate::CheckpointKind::Manual, &self.shared.counters)
+            .await
+    }
+
     /// True once [`Recorder::shutdown`] has begun: no new reservation is granted.
     pub fn is_shutting_down(&self) -> bool {
         self.shared.capacity.is_closed()
@@ -459,6 +508,21 @@ impl Recorder {
             None => task.await,
         };
         *writer = None;
-        joined.map_err(|_| ShutdownError::WriterFailed)
+        joined.map_err(|_| ShutdownError::WriterFailed)?;
+        // Everything is committed: vouch for the final head.
+        let periodic = self
+            .shared
+            .periodic
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(periodic) = periodic {
+            periodic.abort();
+        }
+        self.shared
+            .checkpointer
+            .write(crate::CheckpointKind::Shutdown, &self.shared.counters)
+            .await;
+        Ok(())
     }
 }

@@ -270,3 +270,67 @@ impl AuditStore for NoStore {
         Ok(0)
     }
 }
+
+#[tokio::test]
+async fn checkpoints_periodically_and_at_shutdown_and_publishes_them() {
+    let signer = crate::CheckpointSigner::from_seed([8; 32]);
+    let key = signer.verifying_key();
+    let store = SqliteStore::connect("sqlite::memory:")
+        .await
+        .unwrap()
+        .with_signer(signer);
+    let published = Arc::new(Mutex::new(Vec::<crate::Checkpoint>::new()));
+    let sink = published.clone();
+    let recorder = Recorder::builder(store.clone())
+        .checkpoint_interval(Duration::from_millis(50))
+        .on_checkpoint(move |checkpoint: &crate::Checkpoint| {
+            sink.lock().unwrap().push(checkpoint.clone());
+        })
+        .start()
+        .unwrap();
+    for n in 0..5 {
+        recorder.record(job_event(n)).await.unwrap();
+    }
+    // A periodic checkpoint follows once the chain grew.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while published.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("a periodic checkpoint");
+    // No new events: no new periodic checkpoint.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let periodic = published.lock().unwrap().len();
+    assert_eq!(periodic, 1, "an unchanged head is not checkpointed again");
+    for n in 5..8 {
+        recorder.record(job_event(n)).await.unwrap();
+    }
+    recorder.shutdown().await.unwrap();
+    let published = published.lock().unwrap().clone();
+    let last = published.last().unwrap();
+    assert_eq!(last.kind, crate::CheckpointKind::Shutdown);
+    assert_eq!(
+        last.seq, 8,
+        "the shutdown checkpoint vouches for every event"
+    );
+    assert_eq!(store.checkpoints().await.unwrap(), published);
+    assert_eq!(recorder.metrics().checkpoints, published.len() as u64);
+    let report = crate::verify_chain(&store, &key).await.unwrap();
+    assert!(report.is_intact(), "{:?}", report.broken);
+    assert_eq!(report.events_checked, 8);
+}
+
+#[tokio::test]
+async fn stores_without_a_signer_write_no_checkpoints() {
+    let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+    let recorder = Recorder::builder(store.clone())
+        .checkpoint_interval(Duration::from_millis(10))
+        .start()
+        .unwrap();
+    recorder.record(job_event(1)).await.unwrap();
+    assert!(recorder.checkpoint_now().await.is_none());
+    recorder.shutdown().await.unwrap();
+    assert!(store.checkpoints().await.unwrap().is_empty());
+    assert_eq!(recorder.metrics().failed_checkpoints, 0);
+}
