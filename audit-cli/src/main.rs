@@ -1,0 +1,82 @@
+//! `audit`: verifies an audit log's hash chain and checkpoints, and verifiable exports.
+//!
+//! Exit status: 0 when everything verifies, 1 when tampering was found, 2 for usage,
+//! connection and file errors.
+#![forbid(unsafe_code)]
+
+mod open;
+mod verify_db;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Verify a tamper-evident audit log.
+#[derive(Debug, Parser)]
+#[command(name = "audit", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Walk the hash chain of a stored log and check its signed checkpoints.
+    Verify {
+        /// sqlite://path/to/audit.db or postgres://user@host/db
+        #[arg(long, env = "AUDIT_DATABASE_URL")]
+        database: String,
+        /// The checkpoint signer's Ed25519 public key, 64 hex digits.
+        #[arg(long)]
+        public_key: String,
+        /// PostgreSQL schema holding the store's tables (default `audit`).
+        #[arg(long)]
+        schema: Option<String>,
+    },
+}
+
+/// How a command ended.
+pub enum Outcome {
+    /// Everything checked out (exit 0).
+    Verified,
+    /// Tampering or a mismatch was found (exit 1); the report was printed.
+    Failed,
+    /// The command could not run (exit 2).
+    Error(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return finish(Outcome::Error(format!("cannot start: {error}"))),
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Verify {
+                database,
+                public_key,
+                schema,
+            } => match audit_store::parse_public_key(&public_key) {
+                Ok(key) => verify_db::run(&database, schema.as_deref(), &key).await,
+                Err(error) => Outcome::Error(format!("--public-key: {error}")),
+            },
+        }
+    });
+    finish(outcome)
+}
+
+fn finish(outcome: Outcome) -> ExitCode {
+    match outcome {
+        Outcome::Verified => ExitCode::SUCCESS,
+        Outcome::Failed => ExitCode::from(1),
+        Outcome::Error(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
