@@ -804,6 +804,15 @@ function openDetail(event, { focus = true, fromRow = null } = {}) {
     field(`Time (${ZONE})`, Number.isNaN(date.getTime()) ? '' : longTimeFormat.format(date), { field: 'occurred_at_local' }),
     field('Time (UTC)', event.occurred_at, { field: 'occurred_at', mono: true }),
     field('Event ID', event.id, { field: 'id', mono: true }))));
+  // Tamper evidence: where the entry sits in the store's hash chain (absent on events not
+  // read from a chained store).
+  const chain = event.chain && typeof event.chain === 'object' ? event.chain : null;
+  if (chain) {
+    body.push(el('section', { class: 'chain' }, el('h3', {}, 'Tamper evidence'), el('dl', {},
+      field('Sequence', chain.seq, { field: 'chain_seq', mono: true }),
+      field('Hash', chain.hash, { field: 'chain_hash', mono: true }),
+      field('Previous hash', chain.prev_hash, { field: 'chain_prev_hash', mono: true }))));
+  }
   body.push(el('details', { class: 'raw' }, el('summary', {}, 'Raw event (JSON)'), el('pre', { class: 'json' }, JSON.stringify(event, null, 2))));
   $('detail-body').replaceChildren(...body);
   $('detail-body').scrollTop = 0;

@@ -46,6 +46,7 @@
 
 mod access;
 mod error;
+mod evidence;
 pub mod export;
 mod guard;
 mod handlers;

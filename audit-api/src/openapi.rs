@@ -63,6 +63,53 @@ mod schemas {
         /// Action-specific detail; field changes under `changes` as `{"field": [before, after]}`.
         #[schema(value_type = Object)]
         pub attributes: serde_json::Value,
+        /// Where the event sits in the store's hash chain (tamper evidence); absent when the
+        /// store keeps no chain.
+        pub chain: Option<ChainLink>,
+    }
+
+    /// A stored event's link in the hash chain:
+    /// `hash = SHA-256("audit-chain-v1\0" ‖ prev_hash ‖ seq as 8 bytes big-endian ‖ canonical JSON)`,
+    /// the canonical JSON being the event without `chain`, keys sorted at every level, compact.
+    #[derive(ToSchema)]
+    pub(crate) struct ChainLink {
+        /// Position in the chain, from 1, without gaps.
+        #[schema(minimum = 1)]
+        pub seq: u64,
+        /// The previous event's hash (64 zeros before the first), 64 hex digits.
+        pub prev_hash: String,
+        /// This event's hash, 64 hex digits.
+        pub hash: String,
+    }
+
+    /// An Ed25519-signed statement "the chain had `seq` events ending in `head` at
+    /// `created_at`". The signed bytes are `"audit-checkpoint-v1\0" ‖ seq (8 bytes BE) ‖
+    /// head (32 bytes) ‖ created_at in Unix microseconds (8 bytes BE) ‖ kind`.
+    #[derive(ToSchema)]
+    pub(crate) struct Checkpoint {
+        /// Sequence number of the chain head (for `purge`: of the last removed event).
+        pub seq: u64,
+        /// Hash of the chain head, 64 hex digits.
+        pub head: String,
+        /// RFC 3339 UTC, microseconds.
+        #[schema(format = DateTime)]
+        pub created_at: String,
+        #[schema(inline)]
+        pub kind: CheckpointKind,
+        /// The signer's Ed25519 public key, 64 hex digits.
+        pub public_key: String,
+        /// The Ed25519 signature, 128 hex digits.
+        pub signature: String,
+    }
+
+    /// Why a checkpoint was written.
+    #[derive(ToSchema)]
+    #[schema(rename_all = "snake_case")]
+    pub(crate) enum CheckpointKind {
+        Periodic,
+        Shutdown,
+        Purge,
+        Manual,
     }
 
     /// Whether the action was allowed.
@@ -204,6 +251,9 @@ fn operation(route: &RouteSpec) -> Operation {
         }
         Produces::Event => json_response("The event", schema_ref::<schemas::Event>()),
         Produces::Facets => json_response("The facets", schema_ref::<schemas::Facets>()),
+        Produces::Checkpoint => {
+            json_response("The latest checkpoint", schema_ref::<schemas::Checkpoint>())
+        }
         Produces::OpenApi => json_response(
             "This document",
             RefOr::T(Schema::Object(
@@ -262,6 +312,9 @@ fn operation(route: &RouteSpec) -> Operation {
     if route.produces == Produces::Event {
         builder = builder.response("404", error("No such event among the viewer's tenants"));
     }
+    if route.produces == Produces::Checkpoint {
+        builder = builder.response("404", error("No checkpoint was signed yet"));
+    }
     if route.produces != Produces::Html && route.produces != Produces::OpenApi {
         builder = builder.response("503", error("The audit store is unavailable"));
     }
@@ -291,6 +344,8 @@ pub(crate) fn document() -> OpenApi {
         .components(Some(
             ComponentsBuilder::new()
                 .schema_from::<schemas::Event>()
+                .schema_from::<schemas::ChainLink>()
+                .schema_from::<schemas::Checkpoint>()
                 .schema_from::<schemas::EventPage>()
                 .schema_from::<schemas::Facets>()
                 .schema_from::<schemas::FacetUser>()

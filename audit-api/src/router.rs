@@ -10,6 +10,7 @@ use axum::routing::{MethodRouter, get};
 use bytes::Bytes;
 
 use crate::access::{AccessPolicy, Permission};
+use crate::evidence;
 use crate::handlers;
 use crate::openapi;
 use crate::page;
@@ -46,6 +47,7 @@ pub(crate) enum Produces {
     Facets,
     Export,
     OpenApi,
+    Checkpoint,
 }
 
 /// One route of the router: the single table both the axum router and the OpenAPI
@@ -117,6 +119,19 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         endpoint: Endpoint::Export,
         produces: Produces::Export,
         handler: || get(handlers::export),
+    },
+    RouteSpec {
+        path: "/checkpoint",
+        operation_id: "getCheckpoint",
+        summary: "The latest signed checkpoint",
+        description: "The newest Ed25519-signed statement of the hash chain's head (sequence \
+                      number and hash): verify it with the signer's public key and keep it \
+                      somewhere the database's writers cannot reach, so deleting the newest \
+                      events is detectable. 404 when no checkpoint was signed yet.",
+        permission: Permission::View,
+        endpoint: Endpoint::NoParameters,
+        produces: Produces::Checkpoint,
+        handler: || get(evidence::checkpoint),
     },
     RouteSpec {
         path: "/openapi.json",

@@ -372,6 +372,12 @@ test('the detail panel shows every field, the changes, and offers related views'
   assert.equal(await dd('occurred_at'), update.occurred_at);
   assert.equal(await dd('status'), String(update.status));
   assert.equal(await page.textContent('#detail-request-id'), update.request_id);
+  // Tamper evidence: the entry's sequence number and hashes in the store's chain.
+  assert.ok(update.chain, 'events read from the store carry their chain link');
+  assert.match(update.chain.hash, /^[0-9a-f]{64}$/);
+  assert.equal(await dd('chain_seq'), String(update.chain.seq));
+  assert.equal(await dd('chain_hash'), update.chain.hash);
+  assert.equal(await dd('chain_prev_hash'), update.chain.prev_hash);
   // Field changes, before → after, as text.
   const change = (field, cls) => page.textContent(`#detail tr[data-change="${field}"] td.${cls}`);
   assert.equal(await change('name', 'before'), INJECTION);
