@@ -45,6 +45,9 @@ pub enum ApiError {
     /// An export could not be recorded in the audit log, so it was refused (503).
     #[error("the export could not be recorded in the audit log, so it was refused")]
     SelfAuditUnavailable,
+    /// The host did not configure what the route needs, e.g. a signing key (501).
+    #[error("{0}")]
+    NotConfigured(String),
     /// Anything else that went wrong on the server (500).
     #[error("internal error")]
     Internal,
@@ -68,6 +71,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::StoreUnavailable => "store_unavailable",
             ApiError::SelfAuditUnavailable => "audit_unavailable",
+            ApiError::NotConfigured(_) => "not_configured",
             ApiError::Internal => "internal_error",
         }
     }
@@ -82,6 +86,7 @@ impl ApiError {
             ApiError::StoreUnavailable | ApiError::SelfAuditUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::NotConfigured(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::export::{Column, ExportBody, encoder};
+use crate::export::{CHAIN_HEAD_HEADER, Column, ExportBody, encoder, pin, pinned};
 use crate::guard::{CanExport, CanView, CanViewPage};
 use crate::page;
 use crate::params::{Endpoint, PARAMETERS, ParsedQuery, parse_query};
@@ -146,9 +146,13 @@ pub(crate) async fn export(
         .columns
         .clone()
         .unwrap_or_else(|| Column::ALL.to_vec());
-    let mut events = state
-        .store
-        .export(query.filter.clone(), viewer.tenants.clone());
+    let head = pin(&*state.store, query.chain_head).await?;
+    let mut events = pinned(
+        state
+            .store
+            .export(query.filter.clone(), viewer.tenants.clone()),
+        head,
+    );
     // Read the first event before answering, so a store that fails at once gets a proper
     // error status instead of a 200 with a broken body.
     let first = events.next().await.transpose()?;
@@ -157,7 +161,10 @@ pub(crate) async fn export(
         Utc::now().format("%Y-%m-%d"),
         format.extension()
     );
-    let attributes = export_attributes(&query, format.as_str(), &columns, &viewer.tenants);
+    let mut attributes = export_attributes(&query, format.as_str(), &columns, &viewer.tenants);
+    if let Some(head) = head {
+        attributes.insert("chain_head".into(), Value::from(head));
+    }
     // An export that cannot be recorded does not happen: the audit log must know of every
     // copy of itself that left the building.
     state
@@ -171,7 +178,7 @@ pub(crate) async fn export(
     let body = Body::from_stream(ExportBody::new(first, events, encoder(format, columns)));
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\""))
         .map_err(|_| ApiError::Internal)?;
-    Ok((
+    let mut response = (
         [
             (
                 header::CONTENT_TYPE,
@@ -181,11 +188,17 @@ pub(crate) async fn export(
         ],
         body,
     )
-        .into_response())
+        .into_response();
+    if let Some(head) = head {
+        response
+            .headers_mut()
+            .insert(CHAIN_HEAD_HEADER, HeaderValue::from(head));
+    }
+    Ok(response)
 }
 
 /// `{"filters": {...}, "format": ..., "columns": [...], "tenant_scope": ...}` of an export.
-fn export_attributes(
+pub(crate) fn export_attributes(
     query: &ParsedQuery,
     format: &str,
     columns: &[Column],

@@ -50,6 +50,7 @@ mod evidence;
 pub mod export;
 mod guard;
 mod handlers;
+pub mod manifest;
 mod openapi;
 mod page;
 mod params;

@@ -102,6 +102,41 @@ mod schemas {
         pub signature: String,
     }
 
+    /// The signed manifest of an export.
+    #[derive(ToSchema)]
+    pub(crate) struct ExportManifest {
+        /// 1.
+        pub version: u64,
+        /// The filter parameters of the export, under their canonical names.
+        #[schema(value_type = Object)]
+        pub filters: serde_json::Value,
+        /// `"all"` or the tenants the requesting viewer may see.
+        #[schema(value_type = Object)]
+        pub tenant_scope: serde_json::Value,
+        /// `csv`, `json` or `ndjson`.
+        pub format: String,
+        pub columns: Vec<String>,
+        /// The chain position the export is pinned to.
+        pub chain_head: u64,
+        /// The hash of the event at `chain_head` (64 zeros for 0), 64 hex digits.
+        pub chain_head_hash: String,
+        pub row_count: u64,
+        /// SHA-256 of the export's bytes, 64 hex digits.
+        pub sha256: String,
+        /// The smallest and largest sequence number exported (null without rows).
+        pub min_seq: Option<u64>,
+        pub max_seq: Option<u64>,
+        /// The latest checkpoint when the manifest was made, or null.
+        pub checkpoint: Option<Checkpoint>,
+        /// RFC 3339 UTC, microseconds.
+        #[schema(format = DateTime)]
+        pub created_at: String,
+        /// The signer's Ed25519 public key, 64 hex digits.
+        pub public_key: String,
+        /// Ed25519 over `"audit-export-manifest-v1" ‖ 0x00 ‖ canonical JSON of the rest`.
+        pub signature: String,
+    }
+
     /// Why a checkpoint was written.
     #[derive(ToSchema)]
     #[schema(rename_all = "snake_case")]
@@ -150,7 +185,7 @@ mod schemas {
     #[derive(ToSchema)]
     pub(crate) struct Error {
         /// `invalid_parameter`, `unauthenticated`, `forbidden`, `not_found`,
-        /// `store_unavailable`, `audit_unavailable`, `internal_error`.
+        /// `store_unavailable`, `audit_unavailable`, `not_configured` (501), `internal_error`.
         pub error: String,
         pub message: String,
         /// The parameter at fault (400 only).
@@ -190,6 +225,9 @@ fn value_schema(kind: ValueKind) -> Schema {
             .enum_values(Some(["csv", "json", "ndjson"]))
             .default(Some(json!("csv"))),
         ValueKind::Columns => string().examples([json!("occurred_at,actor_email,action")]),
+        ValueKind::Seq => ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0)),
     };
     Schema::Object(object.build())
 }
@@ -251,6 +289,10 @@ fn operation(route: &RouteSpec) -> Operation {
         }
         Produces::Event => json_response("The event", schema_ref::<schemas::Event>()),
         Produces::Facets => json_response("The facets", schema_ref::<schemas::Facets>()),
+        Produces::Manifest => json_response(
+            "The signed manifest",
+            schema_ref::<schemas::ExportManifest>(),
+        ),
         Produces::Checkpoint => {
             json_response("The latest checkpoint", schema_ref::<schemas::Checkpoint>())
         }
@@ -312,6 +354,9 @@ fn operation(route: &RouteSpec) -> Operation {
     if route.produces == Produces::Event {
         builder = builder.response("404", error("No such event among the viewer's tenants"));
     }
+    if route.produces == Produces::Manifest {
+        builder = builder.response("501", error("The host configured no signing key"));
+    }
     if route.produces == Produces::Checkpoint {
         builder = builder.response("404", error("No checkpoint was signed yet"));
     }
@@ -346,6 +391,7 @@ pub(crate) fn document() -> OpenApi {
                 .schema_from::<schemas::Event>()
                 .schema_from::<schemas::ChainLink>()
                 .schema_from::<schemas::Checkpoint>()
+                .schema_from::<schemas::ExportManifest>()
                 .schema_from::<schemas::EventPage>()
                 .schema_from::<schemas::Facets>()
                 .schema_from::<schemas::FacetUser>()

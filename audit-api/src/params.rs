@@ -54,6 +54,8 @@ pub enum ValueKind {
     Format,
     /// Comma-separated column names.
     Columns,
+    /// A hash-chain sequence number (a non-negative integer).
+    Seq,
 }
 
 /// One accepted query parameter.
@@ -112,7 +114,7 @@ const fn filter(
 ///     .filter(|p| p.accepted_by(Endpoint::Export) && !p.accepted_by(Endpoint::Events))
 ///     .map(|p| p.name)
 ///     .collect();
-/// assert_eq!(export_only, ["format", "columns"]);
+/// assert_eq!(export_only, ["format", "columns", "chain_head"]);
 /// ```
 pub const PARAMETERS: &[ParameterSpec] = &[
     ParameterSpec {
@@ -214,6 +216,17 @@ pub const PARAMETERS: &[ParameterSpec] = &[
             "Comma-separated event field names, in the order wanted (default: every field).",
         )
     },
+    ParameterSpec {
+        events: false,
+        ..filter(
+            "chain_head",
+            false,
+            ValueKind::Seq,
+            "Include only events up to this hash-chain sequence number (default: the chain's \
+             head when the export starts, answered in `X-Audit-Chain-Head`). Pass that value \
+             back to reproduce an export exactly; more than the current head is a 400.",
+        )
+    },
 ];
 
 /// Everything a query string asked for, validated.
@@ -224,6 +237,8 @@ pub(crate) struct ParsedQuery {
     pub(crate) cursor: Option<Cursor>,
     pub(crate) format: Option<ExportFormat>,
     pub(crate) columns: Option<Vec<Column>>,
+    /// The chain position an export is pinned to, if the client gave one.
+    pub(crate) chain_head: Option<u64>,
     /// The filter parameters under their canonical names, as given: recorded in the
     /// attributes of an export's own audit event.
     pub(crate) filters_given: BTreeMap<&'static str, Vec<String>>,
@@ -339,6 +354,14 @@ fn apply(
         "cursor" => parsed.cursor = Some(Cursor::decode(&value)?),
         "format" => parsed.format = Some(value.parse().map_err(invalid)?),
         "columns" => parsed.columns = Some(parse_columns(&value).map_err(invalid)?),
+        "chain_head" => {
+            let seq = value
+                .parse::<u64>()
+                .ok()
+                .filter(|seq| i64::try_from(*seq).is_ok())
+                .ok_or_else(|| invalid("must be a non-negative integer".into()))?;
+            parsed.chain_head = Some(seq);
+        }
         other => {
             // Every name in PARAMETERS is handled above; reaching here is a bug in this file,
             // reported as a 400 rather than a panic so bad input can never cause a 5xx.
@@ -477,6 +500,7 @@ mod tests {
             ValueKind::Cursor => "",
             ValueKind::Format => "json",
             ValueKind::Columns => "id",
+            ValueKind::Seq => "12",
         };
         for spec in PARAMETERS.iter().filter(|s| s.kind != ValueKind::Cursor) {
             let endpoint = if spec.events {

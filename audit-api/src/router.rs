@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use audit_store::AuditStore;
+use audit_store::{AuditStore, CheckpointSigner};
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
@@ -25,6 +25,8 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn AuditStore>,
     pub(crate) policy: Arc<dyn AccessPolicy>,
     pub(crate) sink: Arc<dyn AuditSink>,
+    /// Signs export manifests; `None` makes `/export/manifest` answer 501.
+    pub(crate) signer: Option<Arc<CheckpointSigner>>,
     pub(crate) openapi_json: Bytes,
     /// Whether `{prefix}/` is routed to the page ([`AuditRouter::mount`]); if not, the page
     /// is served at the bare prefix, where plain `Router::nest` puts the `/` route.
@@ -48,6 +50,7 @@ pub(crate) enum Produces {
     Export,
     OpenApi,
     Checkpoint,
+    Manifest,
 }
 
 /// One route of the router: the single table both the axum router and the OpenAPI
@@ -121,6 +124,22 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         handler: || get(handlers::export),
     },
     RouteSpec {
+        path: "/export/manifest",
+        operation_id: "getExportManifest",
+        summary: "The signed manifest of an export",
+        description: "Takes the parameters of `/export` plus `chain_head` (the `X-Audit-Chain-Head` \
+                      of the download), re-runs that export on the server and answers its row count, \
+                      SHA-256, chain positions and the latest checkpoint, signed with Ed25519 over \
+                      `\"audit-export-manifest-v1\" ‖ 0x00 ‖ canonical JSON of every field but \
+                      `signature`` (keys sorted at every level, compact). `audit verify-export FILE \
+                      --manifest M --public-key K` checks a download against it. Not recorded as \
+                      an export: no event content leaves. 501 when the host configured no signer.",
+        permission: Permission::Export,
+        endpoint: Endpoint::Export,
+        produces: Produces::Manifest,
+        handler: || get(evidence::export_manifest),
+    },
+    RouteSpec {
         path: "/checkpoint",
         operation_id: "getCheckpoint",
         summary: "The latest signed checkpoint",
@@ -174,6 +193,7 @@ pub struct AuditRouter {
     store: Arc<dyn AuditStore>,
     policy: Arc<dyn AccessPolicy>,
     sink: Option<Arc<dyn AuditSink>>,
+    signer: Option<Arc<CheckpointSigner>>,
 }
 
 impl std::fmt::Debug for AuditRouter {
@@ -193,6 +213,7 @@ impl AuditRouter {
             store: Arc::new(store),
             policy: Arc::new(policy),
             sink: None,
+            signer: None,
         }
     }
 
@@ -202,6 +223,7 @@ impl AuditRouter {
             store,
             policy: Arc::new(policy),
             sink: None,
+            signer: None,
         }
     }
 
@@ -209,6 +231,14 @@ impl AuditRouter {
     /// batching recorder, instead of appending to the store directly.
     pub fn sink(mut self, sink: impl AuditSink) -> Self {
         self.sink = Some(Arc::new(sink));
+        self
+    }
+
+    /// Signs the manifests of `GET /export/manifest` with `signer`, normally the key the
+    /// store signs its checkpoints with, so one public key verifies both. Without a signer
+    /// that route answers 501 `not_configured`.
+    pub fn signer(mut self, signer: CheckpointSigner) -> Self {
+        self.signer = Some(Arc::new(signer));
         self
     }
 
@@ -272,6 +302,7 @@ impl AuditRouter {
             store: self.store,
             policy: self.policy,
             sink,
+            signer: self.signer,
             openapi_json: openapi::document_json(),
             page_at_trailing_slash,
         }));

@@ -175,6 +175,21 @@ impl CheckpointSigner {
         hex(self.key.verifying_key().as_bytes())
     }
 
+    /// Signs `message` for a purpose other than a checkpoint (an export manifest, say):
+    /// returns the hex Ed25519 signature over `context ‖ 0x00 ‖ message`. Contexts starting
+    /// with `audit-checkpoint` or containing a NUL are refused (`None`), so such a signature
+    /// can never pass as a checkpoint's.
+    pub fn sign_in_context(&self, context: &str, message: &[u8]) -> Option<String> {
+        if context.starts_with("audit-checkpoint") || context.contains('\0') {
+            return None;
+        }
+        let mut signed = Vec::with_capacity(context.len() + 1 + message.len());
+        signed.extend_from_slice(context.as_bytes());
+        signed.push(0);
+        signed.extend_from_slice(message);
+        Some(hex(&self.key.sign(&signed).to_bytes()))
+    }
+
     /// Signs `head` now.
     pub fn sign(&self, head: ChainHead, kind: CheckpointKind) -> Checkpoint {
         let created_at = crate::event::truncate_to_micros(Utc::now());

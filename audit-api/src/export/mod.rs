@@ -31,6 +31,7 @@
 mod columns;
 mod csv;
 mod json;
+mod pin;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -42,6 +43,8 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
 pub use columns::Column;
+pub use pin::CHAIN_HEAD_HEADER;
+pub(crate) use pin::{pin, pinned};
 
 /// Bytes gathered before a frame is handed to hyper: big enough to amortise the per-frame
 /// cost, small enough to keep memory flat.
