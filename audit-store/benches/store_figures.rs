@@ -343,7 +343,7 @@ async fn export(store: &dyn AuditStore, filter: EventFilter) -> (f64, f64, usize
     let mut stream = store.export(filter, TenantScope::All);
     while let Some(event) = stream.try_next().await.expect("export") {
         rows += usize::from(!event.category.is_empty());
-        if rows % 10_000 == 0 {
+        if rows.is_multiple_of(10_000) {
             peak = peak.max(proc_status_mib("RssAnon:"));
         }
     }
