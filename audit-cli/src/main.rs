@@ -6,6 +6,7 @@
 
 mod open;
 mod verify_db;
+mod verify_export;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,17 @@ enum Command {
         /// PostgreSQL schema holding the store's tables (default `audit`).
         #[arg(long)]
         schema: Option<String>,
+    },
+    /// Check a downloaded export against its signed manifest (`GET /export/manifest`).
+    VerifyExport {
+        /// The downloaded CSV, JSON or NDJSON file.
+        file: std::path::PathBuf,
+        /// The manifest (default: FILE.manifest.json).
+        #[arg(long)]
+        manifest: Option<std::path::PathBuf>,
+        /// The signer's Ed25519 public key, 64 hex digits.
+        #[arg(long)]
+        public_key: String,
     },
 }
 
@@ -63,6 +75,14 @@ fn main() -> ExitCode {
                 schema,
             } => match audit_store::parse_public_key(&public_key) {
                 Ok(key) => verify_db::run(&database, schema.as_deref(), &key).await,
+                Err(error) => Outcome::Error(format!("--public-key: {error}")),
+            },
+            Command::VerifyExport {
+                file,
+                manifest,
+                public_key,
+            } => match audit_store::parse_public_key(&public_key) {
+                Ok(key) => verify_export::run(&file, manifest.as_deref(), &key),
                 Err(error) => Outcome::Error(format!("--public-key: {error}")),
             },
         }
