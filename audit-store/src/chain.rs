@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::event::{AuditEvent, rfc3339_micros};
+use crate::event::{Attributes, AuditEvent, rfc3339_micros};
 
 /// A SHA-256 chain hash, shown as 64 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -140,34 +140,42 @@ pub fn chain_hash(prev: &ChainHash, seq: u64, event: &AuditEvent) -> ChainHash {
 
 /// The event's JSON with keys sorted at every level, compact, without `chain`.
 pub fn canonical_json(event: &AuditEvent) -> Vec<u8> {
-    let text = |s: &str| Value::String(s.to_owned());
-    let opt = |s: &Option<String>| s.as_deref().map_or(Value::Null, text);
-    // Keys in byte order; `attributes` is sorted recursively by `write_canonical`.
-    let fields: [(&str, Value); 21] = [
-        ("action", text(event.action.as_str())),
-        ("actor_email", opt(&event.actor_email)),
-        ("actor_id", opt(&event.actor_id)),
-        ("actor_name", opt(&event.actor_name)),
-        ("attributes", Value::Object(event.attributes.clone())),
-        ("category", text(&event.category)),
-        ("client_ip", opt(&event.client_ip)),
-        ("duration_ms", Value::from(event.duration_ms)),
-        ("id", Value::String(event.id.hyphenated().to_string())),
-        ("method", text(&event.method)),
+    /// One top-level value, written without building a `serde_json::Value` (hashing runs
+    /// for every appended and every verified event).
+    enum Field<'a> {
+        Text(&'a str),
+        Optional(Option<&'a str>),
+        Number(Value),
+        Attributes(&'a Attributes),
+    }
+    let occurred_at = rfc3339_micros::format(&event.occurred_at);
+    let id = event.id.hyphenated().to_string();
+    // Keys in byte order.
+    let fields: [(&str, Field<'_>); 21] = [
+        ("action", Field::Text(event.action.as_str())),
+        ("actor_email", Field::Optional(event.actor_email.as_deref())),
+        ("actor_id", Field::Optional(event.actor_id.as_deref())),
+        ("actor_name", Field::Optional(event.actor_name.as_deref())),
+        ("attributes", Field::Attributes(&event.attributes)),
+        ("category", Field::Text(&event.category)),
+        ("client_ip", Field::Optional(event.client_ip.as_deref())),
+        ("duration_ms", Field::Number(Value::from(event.duration_ms))),
+        ("id", Field::Text(&id)),
+        ("method", Field::Text(&event.method)),
+        ("occurred_at", Field::Text(&occurred_at)),
+        ("outcome", Field::Text(event.outcome.as_str())),
+        ("path", Field::Text(&event.path)),
+        ("reason", Field::Optional(event.reason.as_deref())),
+        ("request_id", Field::Text(&event.request_id)),
+        ("resource_id", Field::Optional(event.resource_id.as_deref())),
         (
-            "occurred_at",
-            Value::String(rfc3339_micros::format(&event.occurred_at)),
+            "resource_name",
+            Field::Optional(event.resource_name.as_deref()),
         ),
-        ("outcome", text(event.outcome.as_str())),
-        ("path", text(&event.path)),
-        ("reason", opt(&event.reason)),
-        ("request_id", text(&event.request_id)),
-        ("resource_id", opt(&event.resource_id)),
-        ("resource_name", opt(&event.resource_name)),
-        ("route", text(&event.route)),
-        ("status", Value::from(event.status)),
-        ("tenant", opt(&event.tenant)),
-        ("user_agent", opt(&event.user_agent)),
+        ("route", Field::Text(&event.route)),
+        ("status", Field::Number(Value::from(event.status))),
+        ("tenant", Field::Optional(event.tenant.as_deref())),
+        ("user_agent", Field::Optional(event.user_agent.as_deref())),
     ];
     let mut out = Vec::with_capacity(512);
     out.push(b'{');
@@ -177,10 +185,30 @@ pub fn canonical_json(event: &AuditEvent) -> Vec<u8> {
         }
         write_string(&mut out, key);
         out.push(b':');
-        write_canonical(&mut out, value);
+        match value {
+            Field::Text(text) | Field::Optional(Some(text)) => write_string(&mut out, text),
+            Field::Optional(None) => out.extend_from_slice(b"null"),
+            Field::Number(number) => write_canonical(&mut out, number),
+            Field::Attributes(map) => write_object(&mut out, map),
+        }
     }
     out.push(b'}');
     out
+}
+
+fn write_object(out: &mut Vec<u8>, map: &Attributes) {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    out.push(b'{');
+    for (i, (key, value)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(out, key);
+        out.push(b':');
+        write_canonical(out, value);
+    }
+    out.push(b'}');
 }
 
 fn write_string(out: &mut Vec<u8>, s: &str) {
@@ -190,20 +218,7 @@ fn write_string(out: &mut Vec<u8>, s: &str) {
 
 fn write_canonical(out: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push(b'{');
-            for (i, (key, value)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(out, key);
-                out.push(b':');
-                write_canonical(out, value);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_object(out, map),
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
