@@ -1,5 +1,5 @@
-//! Profiling aid: seeds a SQLite store and exports it repeatedly, so `perf record` sees
-//! the export path alone. `cargo run --release -p audit-store --example export_profile`.
+//! Profiling aid: seeds a SQLite store, then exports it and verifies its chain repeatedly,
+//! so `perf record` sees those read paths. `cargo run --release -p audit-store --example export_profile`.
 
 use audit_store::{
     Action, AuditEvent, AuditStore, EventFilter, HttpFacts, SqliteStore, TenantScope,
@@ -46,6 +46,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{rows} rows in {secs:.3} s: {:.0} rows/s",
             rows as f64 / secs
+        );
+    }
+    let key = audit_store::CheckpointSigner::from_seed([1; 32]).verifying_key();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let report = audit_store::verify_chain(&store, &key).await?;
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "verified {} events in {secs:.3} s: {:.0} events/s",
+            report.events_checked,
+            report.events_checked as f64 / secs
         );
     }
     Ok(())
