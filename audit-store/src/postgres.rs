@@ -19,7 +19,7 @@ use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner, checkpoint
 use crate::error::StoreError;
 use crate::event::AuditEvent;
 use crate::query::{EventFilter, FacetUser, Facets, Page, PageRequest, Position, TenantScope};
-use crate::sql::{self, Dialect};
+use crate::sql::{self, Dialect, RowOrder};
 use crate::store::{self, AuditStore, Backend, EventStream};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
@@ -139,6 +139,12 @@ impl Dialect for PgDialect<'_> {
     fn events_table(&self) -> &str {
         self.events_table
     }
+    fn json_text(&self, json_expression: &str) -> String {
+        format!("({json_expression})::text")
+    }
+    fn json_array(&self, json_expression: &str, order: &str) -> String {
+        format!("COALESCE(json_agg({json_expression} ORDER BY {order}), '[]'::json)::text")
+    }
     fn row_json(&self) -> &'static str {
         "json_build_object('seq', seq, 'prev_hash', encode(prev_hash, 'hex'), \
          'hash', encode(hash, 'hex'), 'id', id, \
@@ -148,7 +154,7 @@ impl Dialect for PgDialect<'_> {
          'outcome', outcome, 'reason', reason, 'resource_id', resource_id, \
          'resource_name', resource_name, 'method', method, 'route', route, 'path', path, \
          'status', status, 'duration_ms', duration_ms, 'client_ip', client_ip, \
-         'user_agent', user_agent, 'attributes', attributes)::text"
+         'user_agent', user_agent, 'attributes', attributes)"
     }
     fn bind_text(qb: &mut QueryBuilder<Postgres>, value: &str) {
         qb.push_bind(value.to_owned());
@@ -191,8 +197,8 @@ impl Backend for PostgresStore {
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let mut qb = sql::select_page(&self.dialect(), filter, scope, after, limit);
-        let rows = qb.build().fetch_all(&self.pool).await?;
-        rows.iter().map(decode).collect()
+        let page: String = qb.build_query_scalar().fetch_one(&self.pool).await?;
+        sql::decode_rows(&page, RowOrder::NewestFirst)
     }
 
     async fn distinct(
@@ -228,8 +234,8 @@ impl Backend for PostgresStore {
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let mut qb = sql::select_chain(&self.dialect(), after_seq, limit);
-        let rows = qb.build().fetch_all(&self.pool).await?;
-        rows.iter().map(decode).collect()
+        let page: String = qb.build_query_scalar().fetch_one(&self.pool).await?;
+        sql::decode_rows(&page, RowOrder::Chain)
     }
 
     async fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {

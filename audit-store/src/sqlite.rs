@@ -23,7 +23,7 @@ use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner, checkpoint
 use crate::error::StoreError;
 use crate::event::AuditEvent;
 use crate::query::{EventFilter, FacetUser, Facets, Page, PageRequest, Position, TenantScope};
-use crate::sql::{self, Dialect};
+use crate::sql::{self, Dialect, RowOrder};
 use crate::store::{self, AuditStore, Backend, EventStream};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
@@ -168,6 +168,13 @@ impl Dialect for SqliteDialect {
     fn events_table(&self) -> &str {
         "audit_events"
     }
+    fn json_text(&self, json_expression: &str) -> String {
+        json_expression.to_owned()
+    }
+    fn json_array(&self, json_expression: &str, _order: &str) -> String {
+        // SQLite aggregates in the order its (ordered, limited) subquery produces rows.
+        format!("json_group_array({json_expression})")
+    }
     fn row_json(&self) -> &'static str {
         // `printf('%!.17g')` keeps every bit of a REAL (json_object would print 15 digits);
         // `json()` embeds the stored attributes text as an object.
@@ -222,8 +229,8 @@ impl Backend for SqliteStore {
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let mut qb = sql::select_page(&SqliteDialect, filter, scope, after, limit);
-        let rows = qb.build().fetch_all(&self.reader).await?;
-        rows.iter().map(decode).collect()
+        let page: String = qb.build_query_scalar().fetch_one(&self.reader).await?;
+        sql::decode_rows(&page, RowOrder::NewestFirst)
     }
 
     async fn distinct(
@@ -259,8 +266,8 @@ impl Backend for SqliteStore {
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let mut qb = sql::select_chain(&SqliteDialect, after_seq, limit);
-        let rows = qb.build().fetch_all(&self.reader).await?;
-        rows.iter().map(decode).collect()
+        let page: String = qb.build_query_scalar().fetch_one(&self.reader).await?;
+        sql::decode_rows(&page, RowOrder::Chain)
     }
 
     async fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
