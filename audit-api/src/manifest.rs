@@ -8,7 +8,7 @@
 //! other escaping) and numbers as integers. Every other field, including any a later version
 //! adds, is covered by the signature.
 
-use audit_store::{ChainHash, CheckpointSigner};
+use audit_store::{ChainHash, CheckpointSigner, canonical_value_json, unhex};
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::{Map, Value};
 
@@ -27,55 +27,10 @@ pub const MANIFEST_VERSION: u64 = 1;
 /// assert_eq!(bytes, br#"{"a":2,"b":[1,{"a":"x","z":null}]}"#);
 /// ```
 pub fn canonical_bytes(manifest: &Map<String, Value>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1024);
-    let mut entries: Vec<(&String, &Value)> =
-        manifest.iter().filter(|(k, _)| *k != "signature").collect();
-    entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    write_object(&mut out, entries);
-    out
-}
-
-fn write_object(out: &mut Vec<u8>, entries: Vec<(&String, &Value)>) {
-    out.push(b'{');
-    for (i, (key, value)) in entries.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_string(out, key);
-        out.push(b':');
-        write_value(out, value);
-    }
-    out.push(b'}');
-}
-
-fn write_string(out: &mut Vec<u8>, s: &str) {
-    // Writing a string to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
-}
-
-fn write_value(out: &mut Vec<u8>, value: &Value) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            write_object(out, entries);
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_value(out, item);
-            }
-            out.push(b']');
-        }
-        Value::String(s) => write_string(out, s),
-        other => {
-            // null, booleans and numbers: serde_json's form is already canonical.
-            let _ = serde_json::to_writer(&mut *out, other);
-        }
-    }
+    let mut unsigned = manifest.clone();
+    unsigned.remove("signature");
+    // The same canonical form as the hash chain's, so one definition serves both.
+    canonical_value_json(&Value::Object(unsigned))
 }
 
 /// Adds `public_key` and `signature` to `manifest`; `None` if the signer refused.
@@ -133,16 +88,6 @@ pub fn verify(manifest: &Value, key: &VerifyingKey) -> Result<(), ManifestError>
             other.map_or_else(|| "(missing)".into(), Value::to_string),
         )),
     }
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

@@ -196,6 +196,20 @@ pub fn canonical_json(event: &AuditEvent) -> Vec<u8> {
     out
 }
 
+/// Any JSON value in the same canonical form: compact, object keys sorted by their UTF-8
+/// bytes at every level, strings escaped as serde_json escapes them. Export manifests are
+/// signed over this form too.
+///
+/// ```
+/// let value = serde_json::json!({"b": [1, {"z": null, "a": "x"}], "a": 2});
+/// assert_eq!(audit_store::canonical_value_json(&value), br#"{"a":2,"b":[1,{"a":"x","z":null}]}"#);
+/// ```
+pub fn canonical_value_json(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_canonical(&mut out, value);
+    out
+}
+
 fn write_object(out: &mut Vec<u8>, map: &Attributes) {
     let mut entries: Vec<(&String, &Value)> = map.iter().collect();
     entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
@@ -238,7 +252,8 @@ fn write_canonical(out: &mut Vec<u8>, value: &Value) {
     }
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -248,7 +263,8 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     out
 }
 
-pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
+/// The bytes of a hex string (either case); `None` if it is not hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }

@@ -48,7 +48,9 @@ mod sqlite;
 #[doc(hidden)]
 pub mod testing;
 
-pub use chain::{ChainHash, ChainHead, ChainLink, canonical_json, chain_hash};
+pub use chain::{
+    ChainHash, ChainHead, ChainLink, canonical_json, canonical_value_json, chain_hash, hex, unhex,
+};
 pub use checkpoint::{
     Checkpoint, CheckpointError, CheckpointKind, CheckpointSigner, InvalidKey, parse_public_key,
 };
