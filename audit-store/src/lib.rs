@@ -71,7 +71,7 @@ pub use recorder::{
     RecorderBuilder, RecorderConfig, RecorderMetrics, Reservation, ReserveError, RetryPolicy,
     ShutdownError, StartError,
 };
-pub use sanitize::NUL_REPLACEMENT;
+pub use sanitize::{MAX_INDEXED_TEXT, NUL_REPLACEMENT, TRUNCATED_ATTRIBUTE};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use store::{AuditStore, EventStream};

@@ -317,7 +317,7 @@ impl AuditStore for PostgresStore {
         if events.is_empty() {
             return Ok(());
         }
-        let events = crate::sanitize::without_nul(events);
+        let events = crate::sanitize::storable(events);
         let mut tx = self.pool.begin().await?;
         // Locking the head row serialises appends from every instance into one chain.
         let head = self.read_head(&mut tx, true).await?;

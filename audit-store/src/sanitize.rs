@@ -1,9 +1,14 @@
 //! Text the databases cannot hold.
 //!
-//! PostgreSQL rejects NUL in `text` and `jsonb`; a batch holding one would fail on every
-//! retry and, since the recorder never drops a batch, stall the log. Both backends therefore
-//! store NUL as U+FFFD (the replacement character), so the log reads the same everywhere and
-//! the change is visible rather than silent truncation.
+//! A batch the database refuses for its content fails on every retry and, since the recorder
+//! never drops a batch, would stall the whole log. Two kinds of content do that:
+//!
+//! * NUL: PostgreSQL rejects it in `text` and `jsonb`. Both backends store NUL as U+FFFD (the
+//!   replacement character), so the log reads the same everywhere and the change is visible.
+//! * Very long values in indexed columns: a PostgreSQL B-tree refuses entries over about
+//!   2,700 bytes. Values of the indexed columns (`tenant`, `request_id`, `actor_id`,
+//!   `actor_email`, `category`, `resource_id`) are cut to [`MAX_INDEXED_TEXT`] bytes on both
+//!   backends, and the event's attribute [`TRUNCATED_ATTRIBUTE`] names the fields cut.
 
 use std::borrow::Cow;
 
@@ -14,12 +19,72 @@ use crate::event::{Attributes, AuditEvent};
 /// What a NUL character is stored as.
 pub const NUL_REPLACEMENT: char = '\u{FFFD}';
 
-/// The batch with every NUL replaced; borrowed unchanged in the common case of none.
-pub(crate) fn without_nul(events: &[AuditEvent]) -> Cow<'_, [AuditEvent]> {
-    if !events.iter().any(has_nul) {
+/// The longest value, in bytes, kept in a column with a B-tree index.
+pub const MAX_INDEXED_TEXT: usize = 1024;
+
+/// The attribute listing the fields cut to [`MAX_INDEXED_TEXT`].
+pub const TRUNCATED_ATTRIBUTE: &str = "_truncated";
+
+/// The batch as the databases can store it; borrowed unchanged in the common case.
+pub(crate) fn storable(events: &[AuditEvent]) -> Cow<'_, [AuditEvent]> {
+    if !events.iter().any(|e| has_nul(e) || has_overlong(e)) {
         return Cow::Borrowed(events);
     }
-    Cow::Owned(events.iter().cloned().map(replace_nul).collect())
+    Cow::Owned(
+        events
+            .iter()
+            .cloned()
+            .map(|e| truncate_indexed(replace_nul(e)))
+            .collect(),
+    )
+}
+
+fn has_overlong(event: &AuditEvent) -> bool {
+    [
+        event.tenant.as_deref(),
+        Some(event.request_id.as_str()),
+        event.actor_id.as_deref(),
+        event.actor_email.as_deref(),
+        Some(event.category.as_str()),
+        event.resource_id.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|text| text.len() > MAX_INDEXED_TEXT)
+}
+
+fn cut(text: &mut String) -> bool {
+    if text.len() <= MAX_INDEXED_TEXT {
+        return false;
+    }
+    let mut end = MAX_INDEXED_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    true
+}
+
+fn truncate_indexed(mut event: AuditEvent) -> AuditEvent {
+    let mut cut_fields = Vec::new();
+    for (name, text) in [
+        ("tenant", event.tenant.as_mut()),
+        ("request_id", Some(&mut event.request_id)),
+        ("actor_id", event.actor_id.as_mut()),
+        ("actor_email", event.actor_email.as_mut()),
+        ("category", Some(&mut event.category)),
+        ("resource_id", event.resource_id.as_mut()),
+    ] {
+        if text.is_some_and(cut) {
+            cut_fields.push(Value::from(name));
+        }
+    }
+    if !cut_fields.is_empty() {
+        event
+            .attributes
+            .insert(TRUNCATED_ATTRIBUTE.to_owned(), Value::Array(cut_fields));
+    }
+    event
 }
 
 fn text_has_nul(text: &str) -> bool {
@@ -136,17 +201,39 @@ mod tests {
             .http(HttpFacts::new("POST", "/m", "/m", 201))
             .build();
         let batch = [clean.clone()];
-        assert!(matches!(without_nul(&batch), Cow::Borrowed(_)));
+        assert!(matches!(storable(&batch), Cow::Borrowed(_)));
         let dirty = AuditEvent::builder("Mo\0del", Action::Create)
             .http(HttpFacts::new("POST", "/m", "/m\0", 201))
             .resource_name("a\0b")
             .attribute("k\0", serde_json::json!({"x": ["\0"]}))
             .build();
-        let fixed = without_nul(std::slice::from_ref(&dirty)).into_owned();
+        let fixed = storable(std::slice::from_ref(&dirty)).into_owned();
         assert_eq!(fixed[0].category, "Mo\u{FFFD}del");
         assert_eq!(fixed[0].path, "/m\u{FFFD}");
         assert_eq!(fixed[0].resource_name.as_deref(), Some("a\u{FFFD}b"));
         assert_eq!(fixed[0].attributes["k\u{FFFD}"]["x"][0], "\u{FFFD}");
         assert!(!has_nul(&fixed[0]));
+    }
+
+    #[test]
+    fn cuts_long_indexed_values_on_a_char_boundary_and_says_so() {
+        let long = "é".repeat(MAX_INDEXED_TEXT); // two bytes each
+        let event = AuditEvent::builder(long.clone(), Action::Create)
+            .http(HttpFacts::new("POST", "/m", "/m", 201))
+            .actor_email(long.clone())
+            .resource_name(long.clone())
+            .build();
+        let fixed = storable(std::slice::from_ref(&event)).into_owned();
+        assert_eq!(fixed[0].category.len(), MAX_INDEXED_TEXT);
+        assert_eq!(
+            fixed[0].actor_email.as_deref().map(str::len),
+            Some(MAX_INDEXED_TEXT)
+        );
+        // Not indexed by a B-tree: kept whole.
+        assert_eq!(fixed[0].resource_name.as_deref(), Some(long.as_str()));
+        assert_eq!(
+            fixed[0].attributes[TRUNCATED_ATTRIBUTE],
+            serde_json::json!(["actor_email", "category"])
+        );
     }
 }

@@ -286,7 +286,7 @@ impl AuditStore for SqliteStore {
         if events.is_empty() {
             return Ok(());
         }
-        let events = crate::sanitize::without_nul(events);
+        let events = crate::sanitize::storable(events);
         // IMMEDIATE takes the write lock up front, waiting out the busy timeout, instead of
         // failing with SQLITE_BUSY when another process writes to the same file.
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;

@@ -36,6 +36,7 @@ all_backends!(
     round_trip_every_field,
     empty_batch_is_a_no_op,
     nul_characters_are_stored_as_replacement_characters,
+    overlong_indexed_values_are_cut_not_refused,
     every_filter_alone,
     combined_filters_and_repeated_values,
     user_filter_matches_id_or_email_ignoring_case,
