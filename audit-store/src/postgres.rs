@@ -11,15 +11,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row, SqlSafeStr};
 use uuid::Uuid;
 
 use crate::chain::{ChainHash, ChainHead, ChainLink};
 use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner, checkpoint_from_row};
 use crate::error::StoreError;
-use crate::event::AuditEvent;
+use crate::event::{Attributes, AuditEvent};
 use crate::query::{EventFilter, FacetUser, Facets, Page, PageRequest, Position, TenantScope};
-use crate::sql::{self, Dialect, RowOrder};
+use crate::sql::{self, Dialect};
 use crate::store::{self, AuditStore, Backend, EventStream};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
@@ -130,6 +131,11 @@ impl PostgresStore {
     }
 }
 
+/// The columns every read selects, in the order [`decode`] reads them.
+const ROW_COLUMNS: &str = "seq, prev_hash, hash, id, occurred_at, tenant, request_id, actor_id, \
+     actor_email, actor_name, category, action, outcome, reason, resource_id, resource_name, \
+     method, route, path, status, duration_ms, client_ip, user_agent, attributes";
+
 struct PgDialect<'a> {
     events_table: &'a str,
 }
@@ -139,22 +145,17 @@ impl Dialect for PgDialect<'_> {
     fn events_table(&self) -> &str {
         self.events_table
     }
-    fn json_text(&self, json_expression: &str) -> String {
-        format!("({json_expression})::text")
+    fn page_select(&self, _order: &str) -> String {
+        // Typed columns in the binary protocol: building JSON on the server costs 10–20 µs
+        // a row (measured with json_build_object and row_to_json in psql), reading typed
+        // columns next to nothing, and sqlx reads PostgreSQL rows without a worker thread.
+        ROW_COLUMNS.to_owned()
     }
-    fn json_array(&self, json_expression: &str, order: &str) -> String {
-        format!("COALESCE(json_agg({json_expression} ORDER BY {order}), '[]'::json)::text")
+    fn page_suffix(&self, order: &str) -> String {
+        format!(" ORDER BY {order}")
     }
-    fn row_json(&self) -> &'static str {
-        "json_build_object('seq', seq, 'prev_hash', encode(prev_hash, 'hex'), \
-         'hash', encode(hash, 'hex'), 'id', id, \
-         'occurred_at', (extract(epoch FROM occurred_at) * 1000000)::int8, 'tenant', tenant, \
-         'request_id', request_id, 'actor_id', actor_id, 'actor_email', actor_email, \
-         'actor_name', actor_name, 'category', category, 'action', action, \
-         'outcome', outcome, 'reason', reason, 'resource_id', resource_id, \
-         'resource_name', resource_name, 'method', method, 'route', route, 'path', path, \
-         'status', status, 'duration_ms', duration_ms, 'client_ip', client_ip, \
-         'user_agent', user_agent, 'attributes', attributes)"
+    fn row_select(&self) -> String {
+        ROW_COLUMNS.to_owned()
     }
     fn bind_text(qb: &mut QueryBuilder<Postgres>, value: &str) {
         qb.push_bind(value.to_owned());
@@ -184,7 +185,44 @@ impl PostgresStore {
 }
 
 fn decode(row: &PgRow) -> Result<AuditEvent, StoreError> {
-    sql::decode_row(row.try_get(0)?)
+    let corrupt = |what: String| StoreError::CorruptRow(what);
+    let seq: i64 = row.try_get(0)?;
+    let prev_hash: Vec<u8> = row.try_get(1)?;
+    let hash: Vec<u8> = row.try_get(2)?;
+    let action: String = row.try_get(11)?;
+    let outcome: String = row.try_get(12)?;
+    let status: i32 = row.try_get(19)?;
+    let Json(attributes): Json<Attributes> = row.try_get(23)?;
+    Ok(AuditEvent {
+        id: row.try_get(3)?,
+        occurred_at: row.try_get(4)?,
+        tenant: row.try_get(5)?,
+        request_id: row.try_get(6)?,
+        actor_id: row.try_get(7)?,
+        actor_email: row.try_get(8)?,
+        actor_name: row.try_get(9)?,
+        category: row.try_get(10)?,
+        action: action.parse().map_err(|e| corrupt(format!("{e}")))?,
+        outcome: outcome.parse().map_err(|e| corrupt(format!("{e}")))?,
+        reason: row.try_get(13)?,
+        resource_id: row.try_get(14)?,
+        resource_name: row.try_get(15)?,
+        method: row.try_get(16)?,
+        route: row.try_get(17)?,
+        path: row.try_get(18)?,
+        status: u16::try_from(status).map_err(|_| corrupt(format!("status {status}")))?,
+        duration_ms: row.try_get(20)?,
+        client_ip: row.try_get(21)?,
+        user_agent: row.try_get(22)?,
+        attributes,
+        chain: Some(ChainLink {
+            seq: u64::try_from(seq).map_err(|_| corrupt(format!("seq {seq}")))?,
+            prev_hash: ChainHash::from_slice(&prev_hash)
+                .ok_or_else(|| corrupt(format!("prev_hash of seq {seq}")))?,
+            hash: ChainHash::from_slice(&hash)
+                .ok_or_else(|| corrupt(format!("hash of seq {seq}")))?,
+        }),
+    })
 }
 
 #[async_trait]
@@ -197,8 +235,8 @@ impl Backend for PostgresStore {
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let mut qb = sql::select_page(&self.dialect(), filter, scope, after, limit);
-        let page: String = qb.build_query_scalar().fetch_one(&self.pool).await?;
-        sql::decode_rows(&page, RowOrder::NewestFirst)
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(decode).collect()
     }
 
     async fn distinct(
@@ -234,8 +272,8 @@ impl Backend for PostgresStore {
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let mut qb = sql::select_chain(&self.dialect(), after_seq, limit);
-        let page: String = qb.build_query_scalar().fetch_one(&self.pool).await?;
-        sql::decode_rows(&page, RowOrder::Chain)
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(decode).collect()
     }
 
     async fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {

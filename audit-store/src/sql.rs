@@ -23,19 +23,12 @@ pub(crate) trait Dialect {
     type DB: Database;
     /// The (schema-qualified) events table.
     fn events_table(&self) -> &str;
-    /// An expression turning one row into the JSON object read by [`decode_row`].
-    ///
-    /// Reading one JSON value instead of 21 typed columns is about 2.5 times faster on SQLite
-    /// (measured with `examples/export_profile.rs`): the database builds the object in C, and
-    /// one value crosses the driver instead of 21.
-    fn row_json(&self) -> &'static str;
-    /// `json_expression` as JSON text.
-    fn json_text(&self, json_expression: &str) -> String;
-    /// An aggregate turning the rows of a page into one JSON array text, in `order`.
-    ///
-    /// A whole page crosses the driver as one value: the per-row hand-off between the
-    /// database driver and the caller was the largest cost left in reading rows.
-    fn json_array(&self, json_expression: &str, order: &str) -> String;
+    /// The select list of a page's outer query, over the ordered, limited subquery `page`.
+    fn page_select(&self, order: &str) -> String;
+    /// What follows `AS page` (an ORDER BY where the select list does not keep the order).
+    fn page_suffix(&self, order: &str) -> String;
+    /// The select list reading one event.
+    fn row_select(&self) -> String;
     /// Binds a text value.
     fn bind_text(qb: &mut QueryBuilder<Self::DB>, value: &str);
     /// Binds a timestamp as the backend stores `occurred_at`.
@@ -148,8 +141,8 @@ pub(crate) fn push_where<D: Dialect>(
     }
 }
 
-/// One stored row as the backends' `row_json` expressions render it: the event with
-/// `occurred_at` as microseconds since the epoch.
+/// One stored row as SQLite's `ROW_JSON` renders it: the event with `occurred_at` as
+/// microseconds since the epoch.
 #[derive(Deserialize)]
 struct StoredRow {
     seq: u64,
@@ -178,7 +171,7 @@ struct StoredRow {
     attributes: Attributes,
 }
 
-/// Reads one row rendered by [`Dialect::row_json`]. A row that does not fit the event model
+/// Reads one row rendered as JSON (SQLite's `ROW_JSON`). A row that does not fit the event model
 /// (changed behind the store's back) is reported, never skipped.
 pub(crate) fn decode_row(json: &str) -> Result<AuditEvent, StoreError> {
     let row: StoredRow = serde_json::from_str(json)
@@ -204,7 +197,7 @@ impl RowOrder {
     }
 }
 
-/// Reads a page rendered by [`Dialect::json_array`], in `order`.
+/// Reads a page rendered as one JSON array of rows (SQLite), in `order`.
 pub(crate) fn decode_rows(json: &str, order: RowOrder) -> Result<Vec<AuditEvent>, StoreError> {
     let rows: Vec<StoredRow> = serde_json::from_str(json)
         .map_err(|e| StoreError::CorruptRow(format!("{e} in {}", truncate(json, 200))))?;
@@ -275,11 +268,14 @@ pub(crate) fn select_page<D: Dialect>(
     let order = RowOrder::NewestFirst.sql();
     let mut qb = QueryBuilder::new(format!(
         "SELECT {} FROM (SELECT * FROM {}",
-        dialect.json_array(dialect.row_json(), order),
+        dialect.page_select(order),
         dialect.events_table()
     ));
     push_where(dialect, &mut qb, filter, scope, after);
-    qb.push(format!(" ORDER BY {order} LIMIT {limit}) AS page"));
+    qb.push(format!(
+        " ORDER BY {order} LIMIT {limit}) AS page{}",
+        dialect.page_suffix(order)
+    ));
     qb
 }
 
@@ -291,7 +287,7 @@ pub(crate) fn select_one<D: Dialect>(
 ) -> QueryBuilder<D::DB> {
     let mut qb = QueryBuilder::new(format!(
         "SELECT {} FROM {}",
-        dialect.json_text(dialect.row_json()),
+        dialect.row_select(),
         dialect.events_table()
     ));
     push_where(dialect, &mut qb, &EventFilter::default(), scope, None);
@@ -309,11 +305,14 @@ pub(crate) fn select_chain<D: Dialect>(
     let order = RowOrder::Chain.sql();
     let mut qb = QueryBuilder::new(format!(
         "SELECT {} FROM (SELECT * FROM {} WHERE seq > ",
-        dialect.json_array(dialect.row_json(), order),
+        dialect.page_select(order),
         dialect.events_table()
     ));
     D::bind_seq(&mut qb, after_seq);
-    qb.push(format!(" ORDER BY {order} LIMIT {limit}) AS page"));
+    qb.push(format!(
+        " ORDER BY {order} LIMIT {limit}) AS page{}",
+        dialect.page_suffix(order)
+    ));
     qb
 }
 

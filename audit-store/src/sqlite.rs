@@ -161,6 +161,17 @@ impl SqliteStore {
     }
 }
 
+/// One row as a JSON object. `printf('%!.17g')` keeps every bit of a REAL (json_object would
+/// print 15 digits); `json()` embeds the stored attributes text as an object.
+const ROW_JSON: &str = "json_object('seq', seq, 'prev_hash', lower(hex(prev_hash)), 'hash', lower(hex(hash)), \
+         'id', lower(hex(id)), 'occurred_at', occurred_at, 'tenant', tenant, \
+         'request_id', request_id, 'actor_id', actor_id, 'actor_email', actor_email, \
+         'actor_name', actor_name, 'category', category, 'action', action, \
+         'outcome', outcome, 'reason', reason, 'resource_id', resource_id, \
+         'resource_name', resource_name, 'method', method, 'route', route, 'path', path, \
+         'status', status, 'duration_ms', json(printf('%!.17g', duration_ms)), \
+         'client_ip', client_ip, 'user_agent', user_agent, 'attributes', json(attributes))";
+
 struct SqliteDialect;
 
 impl Dialect for SqliteDialect {
@@ -168,24 +179,18 @@ impl Dialect for SqliteDialect {
     fn events_table(&self) -> &str {
         "audit_events"
     }
-    fn json_text(&self, json_expression: &str) -> String {
-        json_expression.to_owned()
+    fn page_select(&self, _order: &str) -> String {
+        // One JSON array per page: a single hand-off from SQLite's worker thread instead of
+        // one per row, and the object is built in C (2.5 times faster than 21 typed columns,
+        // `examples/export_profile.rs`). SQLite aggregates in the order of its ordered,
+        // limited subquery, and `decode_rows` sorts anyway.
+        format!("json_group_array({ROW_JSON})")
     }
-    fn json_array(&self, json_expression: &str, _order: &str) -> String {
-        // SQLite aggregates in the order its (ordered, limited) subquery produces rows.
-        format!("json_group_array({json_expression})")
+    fn page_suffix(&self, _order: &str) -> String {
+        String::new()
     }
-    fn row_json(&self) -> &'static str {
-        // `printf('%!.17g')` keeps every bit of a REAL (json_object would print 15 digits);
-        // `json()` embeds the stored attributes text as an object.
-        "json_object('seq', seq, 'prev_hash', lower(hex(prev_hash)), 'hash', lower(hex(hash)), \
-         'id', lower(hex(id)), 'occurred_at', occurred_at, 'tenant', tenant, \
-         'request_id', request_id, 'actor_id', actor_id, 'actor_email', actor_email, \
-         'actor_name', actor_name, 'category', category, 'action', action, \
-         'outcome', outcome, 'reason', reason, 'resource_id', resource_id, \
-         'resource_name', resource_name, 'method', method, 'route', route, 'path', path, \
-         'status', status, 'duration_ms', json(printf('%!.17g', duration_ms)), \
-         'client_ip', client_ip, 'user_agent', user_agent, 'attributes', json(attributes))"
+    fn row_select(&self) -> String {
+        ROW_JSON.to_owned()
     }
     fn bind_text(qb: &mut QueryBuilder<Sqlite>, value: &str) {
         qb.push_bind(value.to_owned());
