@@ -7,7 +7,7 @@ use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{Extensions, StatusCode};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::actor::Actor;
 
@@ -136,19 +136,7 @@ impl AuditContext {
         after: impl Into<Value>,
     ) {
         let mut data = self.data();
-        let changes = data
-            .attributes
-            .entry("changes")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !changes.is_object() {
-            *changes = Value::Object(Map::new());
-        }
-        if let Value::Object(changes) = changes {
-            changes.insert(
-                field.into(),
-                Value::Array(vec![before.into(), after.into()]),
-            );
-        }
+        audit_store::record_change(&mut data.attributes, field, before, after);
     }
     /// Marks the request denied, whatever its status, with the reason.
     pub fn deny(&self, reason: impl Into<String>) {

@@ -107,6 +107,16 @@ impl ChainHead {
         hash: ChainHash::GENESIS,
     };
 
+    /// A head read from the database (`seq` as stored, `hash` as raw bytes).
+    pub(crate) fn from_stored(seq: i64, hash: &[u8]) -> Result<ChainHead, crate::StoreError> {
+        let corrupt =
+            |what: &str| crate::StoreError::CorruptRow(format!("chain at seq {seq}: {what}"));
+        Ok(ChainHead {
+            seq: u64::try_from(seq).map_err(|_| corrupt("negative sequence number"))?,
+            hash: ChainHash::from_slice(hash).ok_or_else(|| corrupt("hash is not 32 bytes"))?,
+        })
+    }
+
     /// Links `events` after this head, returning their links and the new head.
     pub fn extend(self, events: &[AuditEvent]) -> (Vec<ChainLink>, ChainHead) {
         let mut head = self;

@@ -363,21 +363,36 @@ impl<State> EventBuilder<State> {
         before: impl Into<Value>,
         after: impl Into<Value>,
     ) -> Self {
-        let changes = self
-            .event
-            .attributes
-            .entry("changes")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !changes.is_object() {
-            *changes = Value::Object(Map::new());
-        }
-        if let Value::Object(changes) = changes {
-            changes.insert(
-                field.into(),
-                Value::Array(vec![before.into(), after.into()]),
-            );
-        }
+        record_change(&mut self.event.attributes, field, before, after);
         self
+    }
+}
+
+/// Records a field change in `attributes` as `changes.<field> = [before, after]` (replacing a
+/// non-object `changes`). The builder and the layer's `AuditContext` both record through it.
+///
+/// ```
+/// let mut attributes = audit_store::Attributes::new();
+/// audit_store::record_change(&mut attributes, "name", "old", "new");
+/// assert_eq!(attributes["changes"]["name"], serde_json::json!(["old", "new"]));
+/// ```
+pub fn record_change(
+    attributes: &mut Attributes,
+    field: impl Into<String>,
+    before: impl Into<Value>,
+    after: impl Into<Value>,
+) {
+    let changes = attributes
+        .entry("changes")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !changes.is_object() {
+        *changes = Value::Object(Map::new());
+    }
+    if let Value::Object(changes) = changes {
+        changes.insert(
+            field.into(),
+            Value::Array(vec![before.into(), after.into()]),
+        );
     }
 }
 

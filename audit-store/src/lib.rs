@@ -57,7 +57,7 @@ pub use checkpoint::{
 pub use error::{InvalidQuery, StoreError};
 pub use event::{
     Action, Attributes, AuditEvent, CustomAction, EventBuilder, HttpFacts, InvalidName,
-    NeedsOrigin, Outcome, Ready, rfc3339_micros, truncate_to_micros, uuid_v7_at,
+    NeedsOrigin, Outcome, Ready, record_change, rfc3339_micros, truncate_to_micros, uuid_v7_at,
 };
 #[cfg(feature = "postgres")]
 pub use postgres::{DEFAULT_SCHEMA, PostgresStore};

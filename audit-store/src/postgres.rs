@@ -466,11 +466,7 @@ impl AuditStore for PostgresStore {
             return Ok(0);
         };
         if let Some(signer) = &self.signer {
-            let head = ChainHead {
-                seq: u64::try_from(boundary).unwrap_or(0),
-                hash: ChainHash::from_slice(&boundary_hash)
-                    .ok_or_else(|| StoreError::CorruptRow(format!("hash of seq {boundary}")))?,
-            };
+            let head = ChainHead::from_stored(boundary, &boundary_hash)?;
             self.insert_checkpoint_in(&mut tx, &signer.sign(head, CheckpointKind::Purge))
                 .await?;
         }
@@ -533,11 +529,7 @@ impl PostgresStore {
         let (seq, hash): (i64, Vec<u8>) = sqlx::query_as(AssertSqlSafe(statement))
             .fetch_one(&mut *conn)
             .await?;
-        Ok(ChainHead {
-            seq: u64::try_from(seq).map_err(|_| StoreError::CorruptRow("chain head seq".into()))?,
-            hash: ChainHash::from_slice(&hash)
-                .ok_or_else(|| StoreError::CorruptRow("chain head hash".into()))?,
-        })
+        ChainHead::from_stored(seq, &hash)
     }
 
     async fn insert_checkpoint_in(

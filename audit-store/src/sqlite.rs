@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite};
 use uuid::Uuid;
 
-use crate::chain::{ChainHash, ChainHead};
+use crate::chain::ChainHead;
 use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner, checkpoint_from_row};
 use crate::error::StoreError;
 use crate::event::AuditEvent;
@@ -394,11 +394,7 @@ impl AuditStore for SqliteStore {
             return Ok(0);
         };
         if let Some(signer) = &self.signer {
-            let head = ChainHead {
-                seq: u64::try_from(boundary).unwrap_or(0),
-                hash: ChainHash::from_slice(&boundary_hash)
-                    .ok_or_else(|| StoreError::CorruptRow(format!("hash of seq {boundary}")))?,
-            };
+            let head = ChainHead::from_stored(boundary, &boundary_hash)?;
             insert_checkpoint(&mut tx, &signer.sign(head, CheckpointKind::Purge)).await?;
         }
         loop {
@@ -471,11 +467,7 @@ async fn read_head(conn: &mut sqlx::SqliteConnection) -> Result<ChainHead, Store
         sqlx::query_as("SELECT seq, hash FROM audit_chain_head WHERE id = 1")
             .fetch_one(&mut *conn)
             .await?;
-    Ok(ChainHead {
-        seq: u64::try_from(seq).map_err(|_| StoreError::CorruptRow("chain head seq".into()))?,
-        hash: ChainHash::from_slice(&hash)
-            .ok_or_else(|| StoreError::CorruptRow("chain head hash".into()))?,
-    })
+    ChainHead::from_stored(seq, &hash)
 }
 
 async fn insert_checkpoint(
