@@ -52,6 +52,10 @@ pub enum StoreError {
     /// The store's configuration is unusable (for example an invalid schema name).
     #[error("audit store configuration error: {0}")]
     Config(String),
+    /// A read running in the background failed to complete (its task panicked or was
+    /// cancelled).
+    #[error("audit store background read failed: {0}")]
+    Background(String),
     /// The store does not offer this operation.
     #[error("not supported: {0}")]
     Unsupported(&'static str),

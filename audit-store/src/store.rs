@@ -1,6 +1,7 @@
 //! The `AuditStore` trait and the paging and export logic every backend shares.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -188,19 +189,66 @@ pub(crate) async fn sign_checkpoint<S: Backend + AuditStore>(
 
 /// [`AuditStore::chain_after`] for any backend: a walk by sequence number in chunks.
 pub(crate) fn chain_stream<S: Backend>(source: S, after_seq: u64) -> EventStream {
-    stream::try_unfold(Some(after_seq), move |state| {
-        let source = source.clone();
+    prefetching_walk(
+        after_seq,
+        CHAIN_CHUNK,
+        move |after| {
+            let source = source.clone();
+            async move { source.fetch_chain_after(after, CHAIN_CHUNK).await }
+        },
+        // Events read from a store always carry their link.
+        |last| last.chain.map_or(u64::MAX, |link| link.seq),
+    )
+}
+
+/// A chunk fetch running in the background; aborted if the stream is dropped first.
+struct InFlight(tokio::task::JoinHandle<Result<Vec<AuditEvent>, StoreError>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Walks a keyset in chunks of `chunk` rows, fetching chunk n + 1 while the consumer works
+/// through chunk n: the database and the consumer (an encoder, a hasher) overlap instead of
+/// taking turns. At most two chunks are in memory.
+fn prefetching_walk<K, F, Fut>(
+    start: K,
+    chunk: usize,
+    fetch: F,
+    next_key: fn(&AuditEvent) -> K,
+) -> EventStream
+where
+    K: Send + 'static,
+    F: Fn(K) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Vec<AuditEvent>, StoreError>> + Send + 'static,
+{
+    enum State<K> {
+        Start(K),
+        Fetching(InFlight),
+        Done,
+    }
+    let fetch = Arc::new(fetch);
+    stream::try_unfold(State::Start(start), move |state| {
+        let fetch = fetch.clone();
         async move {
-            let Some(after) = state else {
-                return Ok::<_, StoreError>(None);
+            let mut in_flight = match state {
+                State::Done => return Ok::<_, StoreError>(None),
+                State::Start(key) => InFlight(tokio::spawn(fetch(key))),
+                State::Fetching(in_flight) => in_flight,
             };
-            let chunk = source.fetch_chain_after(after, CHAIN_CHUNK).await?;
-            let next = match chunk.last().and_then(|e| e.chain) {
-                Some(link) if chunk.len() == CHAIN_CHUNK => Some(link.seq),
-                _ => None,
+            let rows = (&mut in_flight.0)
+                .await
+                .map_err(|e| StoreError::Background(e.to_string()))??;
+            let next = match rows.last() {
+                Some(last) if rows.len() == chunk => {
+                    State::Fetching(InFlight(tokio::spawn(fetch(next_key(last)))))
+                }
+                _ => State::Done,
             };
             Ok(Some((
-                stream::iter(chunk.into_iter().map(Ok::<_, StoreError>)),
+                stream::iter(rows.into_iter().map(Ok::<_, StoreError>)),
                 next,
             )))
         }
@@ -273,34 +321,22 @@ pub(crate) fn export_stream<S: Backend>(
     filter: EventFilter,
     scope: TenantScope,
 ) -> EventStream {
-    enum State {
-        Next(Option<Position>),
-        Done,
-    }
     if let Err(invalid) = filter.validate() {
         return stream::once(async move { Err(StoreError::from(invalid)) }).boxed();
     }
-    stream::try_unfold(State::Next(None), move |state| {
-        let source = source.clone();
-        let filter = filter.clone();
-        let scope = scope.clone();
-        async move {
-            let State::Next(after) = state else {
-                return Ok::<_, StoreError>(None);
-            };
-            let chunk = source
-                .fetch_after(&filter, &scope, after, EXPORT_CHUNK)
-                .await?;
-            let next = match chunk.last() {
-                Some(last) if chunk.len() == EXPORT_CHUNK => State::Next(Some(Position::of(last))),
-                _ => State::Done,
-            };
-            Ok(Some((
-                stream::iter(chunk.into_iter().map(Ok::<_, StoreError>)),
-                next,
-            )))
-        }
-    })
-    .try_flatten()
-    .boxed()
+    prefetching_walk(
+        None,
+        EXPORT_CHUNK,
+        move |after: Option<Position>| {
+            let source = source.clone();
+            let filter = filter.clone();
+            let scope = scope.clone();
+            async move {
+                source
+                    .fetch_after(&filter, &scope, after, EXPORT_CHUNK)
+                    .await
+            }
+        },
+        |last| Some(Position::of(last)),
+    )
 }
