@@ -89,8 +89,7 @@ impl SqliteStore {
             // Rows cross from SQLite's worker thread in larger hand-offs: fewer wake-ups
             // per exported row, still a bounded buffer.
             .row_buffer_size(1024);
-        let in_memory = options.get_filename().to_string_lossy().contains("memory")
-            || options.get_filename().as_os_str().is_empty();
+        let in_memory = is_in_memory(options.get_filename());
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -159,6 +158,15 @@ impl SqliteStore {
     pub fn writer_pool(&self) -> &SqlitePool {
         &self.writer
     }
+}
+
+/// Whether options name an in-memory database. sqlx exposes no flag for it, so this reads
+/// the name it gives one (`sqlite::memory:` becomes `file:sqlx-in-memory-N`; URIs may use
+/// `mode=memory`): only `file:` URI names and `:memory:` qualify, so an ordinary path that
+/// happens to contain "memory" still gets its own read-only readers.
+fn is_in_memory(filename: &std::path::Path) -> bool {
+    let name = filename.to_string_lossy();
+    name.is_empty() || name == ":memory:" || (name.starts_with("file:") && name.contains("memory"))
 }
 
 /// One row as a JSON object. `printf('%!.17g')` keeps every bit of a REAL (json_object would
@@ -487,4 +495,19 @@ async fn insert_checkpoint(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_in_memory;
+    use std::path::Path;
+
+    #[test]
+    fn in_memory_names() {
+        assert!(is_in_memory(Path::new("file:sqlx-in-memory-3")));
+        assert!(is_in_memory(Path::new(":memory:")));
+        assert!(is_in_memory(Path::new("")));
+        assert!(!is_in_memory(Path::new("/var/lib/memory-audit.db")));
+        assert!(!is_in_memory(Path::new("audit.db")));
+    }
 }
