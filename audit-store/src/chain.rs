@@ -138,10 +138,13 @@ impl ChainHead {
     }
 }
 
+/// The domain tag every chain hash starts with.
+pub(crate) const CHAIN_TAG: &[u8] = b"audit-chain-v1\0";
+
 /// The chain hash of `event` at `seq` after `prev`.
 pub fn chain_hash(prev: &ChainHash, seq: u64, event: &AuditEvent) -> ChainHash {
     let mut hasher = Sha256::new();
-    hasher.update(b"audit-chain-v1\0");
+    hasher.update(CHAIN_TAG);
     hasher.update(prev.0);
     hasher.update(seq.to_be_bytes());
     hasher.update(canonical_json(event));
@@ -150,29 +153,37 @@ pub fn chain_hash(prev: &ChainHash, seq: u64, event: &AuditEvent) -> ChainHash {
 
 /// The event's JSON with keys sorted at every level, compact, without `chain`.
 pub fn canonical_json(event: &AuditEvent) -> Vec<u8> {
+    let mut out = Vec::with_capacity(640);
+    write_canonical_json(event, &mut out);
+    out
+}
+
+/// Appends [`canonical_json`] to `out`, so a caller hashing many events reuses one buffer.
+pub(crate) fn write_canonical_json(event: &AuditEvent, out: &mut Vec<u8>) {
     /// One top-level value, written without building a `serde_json::Value` (hashing runs
     /// for every appended and every verified event).
     enum Field<'a> {
         Text(&'a str),
         Optional(Option<&'a str>),
-        Number(Value),
-        Attributes(&'a Attributes),
+        Timestamp,
+        Id,
+        Duration,
+        Status,
+        Attributes,
     }
-    let occurred_at = rfc3339_micros::format(&event.occurred_at);
-    let id = event.id.hyphenated().to_string();
     // Keys in byte order.
     let fields: [(&str, Field<'_>); 21] = [
         ("action", Field::Text(event.action.as_str())),
         ("actor_email", Field::Optional(event.actor_email.as_deref())),
         ("actor_id", Field::Optional(event.actor_id.as_deref())),
         ("actor_name", Field::Optional(event.actor_name.as_deref())),
-        ("attributes", Field::Attributes(&event.attributes)),
+        ("attributes", Field::Attributes),
         ("category", Field::Text(&event.category)),
         ("client_ip", Field::Optional(event.client_ip.as_deref())),
-        ("duration_ms", Field::Number(Value::from(event.duration_ms))),
-        ("id", Field::Text(&id)),
+        ("duration_ms", Field::Duration),
+        ("id", Field::Id),
         ("method", Field::Text(&event.method)),
-        ("occurred_at", Field::Text(&occurred_at)),
+        ("occurred_at", Field::Timestamp),
         ("outcome", Field::Text(event.outcome.as_str())),
         ("path", Field::Text(&event.path)),
         ("reason", Field::Optional(event.reason.as_deref())),
@@ -183,27 +194,40 @@ pub fn canonical_json(event: &AuditEvent) -> Vec<u8> {
             Field::Optional(event.resource_name.as_deref()),
         ),
         ("route", Field::Text(&event.route)),
-        ("status", Field::Number(Value::from(event.status))),
+        ("status", Field::Status),
         ("tenant", Field::Optional(event.tenant.as_deref())),
         ("user_agent", Field::Optional(event.user_agent.as_deref())),
     ];
-    let mut out = Vec::with_capacity(512);
     out.push(b'{');
     for (i, (key, value)) in fields.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_string(&mut out, key);
+        write_string(out, key);
         out.push(b':');
         match value {
-            Field::Text(text) | Field::Optional(Some(text)) => write_string(&mut out, text),
+            Field::Text(text) | Field::Optional(Some(text)) => write_string(out, text),
             Field::Optional(None) => out.extend_from_slice(b"null"),
-            Field::Number(number) => write_canonical(&mut out, number),
-            Field::Attributes(map) => write_object(&mut out, map),
+            Field::Timestamp => {
+                // The timestamp's characters never need escaping.
+                out.push(b'"');
+                rfc3339_micros::write(&event.occurred_at, out);
+                out.push(b'"');
+            }
+            Field::Id => {
+                out.push(b'"');
+                let mut buffer = uuid::Uuid::encode_buffer();
+                out.extend_from_slice(event.id.hyphenated().encode_lower(&mut buffer).as_bytes());
+                out.push(b'"');
+            }
+            Field::Duration => write_canonical(out, &Value::from(event.duration_ms)),
+            Field::Status => {
+                let _ = write!(out, "{}", event.status);
+            }
+            Field::Attributes => write_object(out, &event.attributes),
         }
     }
     out.push(b'}');
-    out
 }
 
 /// Any JSON value in the same canonical form: compact, object keys sorted by their UTF-8
@@ -236,8 +260,17 @@ fn write_object(out: &mut Vec<u8>, map: &Attributes) {
 }
 
 fn write_string(out: &mut Vec<u8>, s: &str) {
-    // serde_json's string escaping is deterministic; writing to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    // serde_json escapes exactly the quote, the backslash and the control characters below
+    // U+0020; a string without them is written as it is.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // serde_json's string escaping is deterministic; writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
 fn write_canonical(out: &mut Vec<u8>, value: &Value) {
@@ -309,6 +342,38 @@ mod tests {
         ));
         let parsed: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed["id"], event.id.to_string());
+    }
+
+    #[test]
+    fn fast_writers_match_serde_json_and_chrono_formats() {
+        for text in [
+            "",
+            "plain",
+            "quote \" backslash \\ tab \t nl \n",
+            "\u{1} \u{1f} \u{7f} del",
+            "ünïcödé ✓ 🎉",
+            "</script>",
+        ] {
+            let mut out = Vec::new();
+            write_string(&mut out, text);
+            assert_eq!(out, serde_json::to_vec(text).unwrap(), "{text:?}");
+        }
+        for micros in [
+            0_i64,
+            1,
+            -1,
+            1_795_000_000_123_456,
+            -62_135_596_800_000_000, // 0001-01-01
+            -62_167_219_200_000_000, // 0000-01-01
+            253_402_300_799_999_999, // 9999-12-31T23:59:59.999999
+            253_402_300_800_000_000, // 10000-01-01: chrono's own path
+            -62_167_219_200_000_001, // before year 0: chrono's own path
+        ] {
+            let at = chrono::DateTime::from_timestamp_micros(micros).unwrap();
+            let mut out = Vec::new();
+            rfc3339_micros::write(&at, &mut out);
+            assert_eq!(out, rfc3339_micros::format(&at).as_bytes());
+        }
     }
 
     #[test]

@@ -582,6 +582,46 @@ pub mod rfc3339_micros {
         at.to_rfc3339_opts(SecondsFormat::Micros, true)
     }
 
+    /// Appends [`format`]'s text to `out`, byte for byte, without its allocation and format
+    /// parsing (exports and chain hashing write a timestamp for every event).
+    ///
+    /// ```
+    /// use audit_store::rfc3339_micros;
+    /// let at = chrono::DateTime::from_timestamp_micros(1_795_000_000_123_456).unwrap();
+    /// let mut out = Vec::new();
+    /// rfc3339_micros::write(&at, &mut out);
+    /// assert_eq!(out, rfc3339_micros::format(&at).as_bytes());
+    /// ```
+    pub fn write(at: &DateTime<Utc>, out: &mut Vec<u8>) {
+        use chrono::{Datelike, Timelike};
+        /// `value` in exactly `width` decimal digits, zero-padded, followed by `then`.
+        fn digits(out: &mut Vec<u8>, value: u32, width: usize, then: u8) {
+            let start = out.len();
+            let mut value = value;
+            out.resize(start + width, b'0');
+            for slot in out[start..].iter_mut().rev() {
+                // `value % 10` is below 10, so the cast cannot truncate.
+                *slot = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+            out.push(then);
+        }
+        let year = at.year();
+        let nanos = at.nanosecond();
+        // Leap seconds (nanosecond ≥ 1e9) and years outside 0..=9999 take chrono's own path.
+        if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+            out.extend_from_slice(format(at).as_bytes());
+            return;
+        }
+        digits(out, year.unsigned_abs(), 4, b'-');
+        digits(out, at.month(), 2, b'-');
+        digits(out, at.day(), 2, b'T');
+        digits(out, at.hour(), 2, b':');
+        digits(out, at.minute(), 2, b':');
+        digits(out, at.second(), 2, b'.');
+        digits(out, nanos / 1000, 6, b'Z');
+    }
+
     /// Serialises a timestamp.
     pub fn serialize<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&format(at))

@@ -77,8 +77,14 @@ fn cell_text(event: &AuditEvent, column: Column, cell: &mut Vec<u8>) -> std::io:
         Ok(())
     }
     match column {
-        Column::Id => write!(cell, "{}", event.id),
-        Column::OccurredAt => text(cell, Some(&rfc3339_micros::format(&event.occurred_at))),
+        Column::Id => {
+            let mut buffer = uuid::Uuid::encode_buffer();
+            text(cell, Some(event.id.hyphenated().encode_lower(&mut buffer)))
+        }
+        Column::OccurredAt => {
+            rfc3339_micros::write(&event.occurred_at, cell);
+            Ok(())
+        }
         Column::Tenant => text(cell, event.tenant.as_deref()),
         Column::RequestId => text(cell, Some(&event.request_id)),
         Column::ActorId => text(cell, event.actor_id.as_deref()),
