@@ -106,6 +106,10 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%error, "audit store query failed");
                 ApiError::StoreUnavailable
             }
+            StoreError::DatabaseRead(error) => {
+                tracing::error!(%error, "audit store read failed");
+                ApiError::StoreUnavailable
+            }
             other => {
                 tracing::error!(error = %other, "audit store failed");
                 ApiError::Internal

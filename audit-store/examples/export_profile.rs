@@ -1,15 +1,22 @@
 //! Profiling aid: seeds a SQLite store, then exports it and verifies its chain repeatedly,
-//! so `perf record` sees those read paths. `cargo run --release -p audit-store --example export_profile`.
+//! so `perf record` sees those read paths. `cargo run --release -p audit-store --example export_profile`;
+//! `-- export` or `-- verify` runs only one of them. The runtime has two worker threads,
+//! as a host on a two-core machine would.
 
 use audit_store::{
     Action, AuditEvent, AuditStore, EventFilter, HttpFacts, SqliteStore, TenantScope,
 };
 use futures_util::TryStreamExt;
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let only = std::env::args().nth(1);
+    let runs = |phase: &str| only.as_deref().is_none_or(|only| only == phase);
     let dir = tempfile::tempdir()?;
-    let url = format!("sqlite://{}", dir.path().join("profile.db").display());
+    // AUDIT_PROFILE_DB keeps the database for a look with other tools.
+    let path = std::env::var("AUDIT_PROFILE_DB")
+        .map_or_else(|_| dir.path().join("profile.db"), std::path::PathBuf::from);
+    let url = format!("sqlite://{}?mode=rwc", path.display());
     let store = SqliteStore::connect(&url).await?;
     let now = chrono::Utc::now();
     let events: Vec<AuditEvent> = (0..200_000)
@@ -36,7 +43,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for chunk in events.chunks(10_000) {
         store.append(chunk).await?;
     }
-    for _ in 0..5 {
+    eprintln!("seeded");
+    for _ in 0..if runs("export") { 5 } else { 0 } {
         let started = std::time::Instant::now();
         let rows: usize = store
             .export(EventFilter::default(), TenantScope::All)
@@ -49,7 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let key = audit_store::CheckpointSigner::from_seed([1; 32]).verifying_key();
-    for _ in 0..3 {
+    for _ in 0..if runs("verify") { 3 } else { 0 } {
         let started = std::time::Instant::now();
         let report = audit_store::verify_chain(&store, &key).await?;
         let secs = started.elapsed().as_secs_f64();

@@ -43,6 +43,10 @@ pub enum StoreError {
     /// The database failed or refused the statement.
     #[error("audit store database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database failed a read on the store's own read connections (the SQLite store's
+    /// bulk reads, which run outside sqlx).
+    #[error("audit store database error: {0}")]
+    DatabaseRead(String),
     /// Applying the store's schema migrations failed.
     #[error("audit store migration error: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),

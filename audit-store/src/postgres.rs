@@ -131,11 +131,6 @@ impl PostgresStore {
     }
 }
 
-/// The columns every read selects, in the order [`decode`] reads them.
-const ROW_COLUMNS: &str = "seq, prev_hash, hash, id, occurred_at, tenant, request_id, actor_id, \
-     actor_email, actor_name, category, action, outcome, reason, resource_id, resource_name, \
-     method, route, path, status, duration_ms, client_ip, user_agent, attributes";
-
 struct PgDialect<'a> {
     events_table: &'a str,
 }
@@ -149,24 +144,24 @@ impl Dialect for PgDialect<'_> {
         // Typed columns in the binary protocol: building JSON on the server costs 10–20 µs
         // a row (measured with json_build_object and row_to_json in psql), reading typed
         // columns next to nothing, and sqlx reads PostgreSQL rows without a worker thread.
-        ROW_COLUMNS.to_owned()
+        sql::ROW_COLUMNS.to_owned()
     }
     fn page_suffix(&self, order: &str) -> String {
         format!(" ORDER BY {order}")
     }
     fn row_select(&self) -> String {
-        ROW_COLUMNS.to_owned()
+        sql::ROW_COLUMNS.to_owned()
     }
-    fn bind_text(qb: &mut QueryBuilder<Postgres>, value: &str) {
+    fn bind_text(&self, qb: &mut QueryBuilder<Postgres>, value: &str) {
         qb.push_bind(value.to_owned());
     }
-    fn bind_time(qb: &mut QueryBuilder<Postgres>, at: DateTime<Utc>) {
+    fn bind_time(&self, qb: &mut QueryBuilder<Postgres>, at: DateTime<Utc>) {
         qb.push_bind(at);
     }
-    fn bind_uuid(qb: &mut QueryBuilder<Postgres>, id: Uuid) {
+    fn bind_uuid(&self, qb: &mut QueryBuilder<Postgres>, id: Uuid) {
         qb.push_bind(id);
     }
-    fn bind_seq(qb: &mut QueryBuilder<Postgres>, seq: u64) {
+    fn bind_seq(&self, qb: &mut QueryBuilder<Postgres>, seq: u64) {
         qb.push_bind(seq_i64(seq));
     }
     fn push_name_contains(&self, qb: &mut QueryBuilder<Postgres>, needle: &str) {

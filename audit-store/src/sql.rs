@@ -12,6 +12,12 @@ use crate::error::StoreError;
 use crate::event::{Action, Attributes, AuditEvent, Outcome};
 use crate::query::{EventFilter, Position, TenantScope};
 
+/// Every stored column of an event, for backends that read typed columns, in the field order of
+/// [`StoredRow`].
+pub(crate) const ROW_COLUMNS: &str = "seq, prev_hash, hash, id, occurred_at, tenant, request_id, \
+     actor_id, actor_email, actor_name, category, action, outcome, reason, resource_id, \
+     resource_name, method, route, path, status, duration_ms, client_ip, user_agent, attributes";
+
 /// The event columns in the order every SELECT returns them and every row decoder reads them.
 pub(crate) const EVENT_COLUMNS: &str = "id, occurred_at, tenant, request_id, actor_id, \
      actor_email, actor_name, category, action, outcome, reason, resource_id, resource_name, \
@@ -30,25 +36,30 @@ pub(crate) trait Dialect {
     /// The select list reading one event.
     fn row_select(&self) -> String;
     /// Binds a text value.
-    fn bind_text(qb: &mut QueryBuilder<Self::DB>, value: &str);
+    fn bind_text(&self, qb: &mut QueryBuilder<Self::DB>, value: &str);
     /// Binds a timestamp as the backend stores `occurred_at`.
-    fn bind_time(qb: &mut QueryBuilder<Self::DB>, at: DateTime<Utc>);
+    fn bind_time(&self, qb: &mut QueryBuilder<Self::DB>, at: DateTime<Utc>);
     /// Binds an event id.
-    fn bind_uuid(qb: &mut QueryBuilder<Self::DB>, id: Uuid);
+    fn bind_uuid(&self, qb: &mut QueryBuilder<Self::DB>, id: Uuid);
     /// Binds a chain sequence number.
-    fn bind_seq(qb: &mut QueryBuilder<Self::DB>, seq: u64);
+    fn bind_seq(&self, qb: &mut QueryBuilder<Self::DB>, seq: u64);
     /// Pushes a condition "`resource_name` contains `needle`, ignoring case".
     fn push_name_contains(&self, qb: &mut QueryBuilder<Self::DB>, needle: &str);
 }
 
-fn push_text_list<D: Dialect>(qb: &mut QueryBuilder<D::DB>, expression: &str, values: &[String]) {
+fn push_text_list<D: Dialect>(
+    dialect: &D,
+    qb: &mut QueryBuilder<D::DB>,
+    expression: &str,
+    values: &[String],
+) {
     qb.push(expression);
     qb.push(" IN (");
     for (i, value) in values.iter().enumerate() {
         if i > 0 {
             qb.push(", ");
         }
-        D::bind_text(qb, value);
+        dialect.bind_text(qb, value);
     }
     qb.push(")");
 }
@@ -69,12 +80,12 @@ pub(crate) fn push_where<D: Dialect>(
         }
         Some(tenants) => {
             qb.push(" AND ");
-            push_text_list::<D>(qb, "tenant", &tenants);
+            push_text_list(dialect, qb, "tenant", &tenants);
         }
     }
     if !filter.categories.is_empty() {
         qb.push(" AND ");
-        push_text_list::<D>(qb, "category", &filter.categories);
+        push_text_list(dialect, qb, "category", &filter.categories);
     }
     if !filter.actions.is_empty() {
         let actions: Vec<String> = filter
@@ -83,7 +94,7 @@ pub(crate) fn push_where<D: Dialect>(
             .map(|a| a.as_str().to_owned())
             .collect();
         qb.push(" AND ");
-        push_text_list::<D>(qb, "action", &actions);
+        push_text_list(dialect, qb, "action", &actions);
     }
     if !filter.outcomes.is_empty() {
         let outcomes: Vec<String> = filter
@@ -92,18 +103,18 @@ pub(crate) fn push_where<D: Dialect>(
             .map(|o| o.as_str().to_owned())
             .collect();
         qb.push(" AND ");
-        push_text_list::<D>(qb, "outcome", &outcomes);
+        push_text_list(dialect, qb, "outcome", &outcomes);
     }
     if !filter.users.is_empty() {
         qb.push(" AND (");
-        push_text_list::<D>(qb, "actor_id", &filter.users);
+        push_text_list(dialect, qb, "actor_id", &filter.users);
         qb.push(" OR lower(actor_email) IN (");
         for (i, user) in filter.users.iter().enumerate() {
             if i > 0 {
                 qb.push(", ");
             }
             qb.push("lower(");
-            D::bind_text(qb, user);
+            dialect.bind_text(qb, user);
             qb.push(")");
         }
         qb.push("))");
@@ -116,7 +127,7 @@ pub(crate) fn push_where<D: Dialect>(
             qb.push(" AND ");
             qb.push(column);
             qb.push(" = ");
-            D::bind_text(qb, value);
+            dialect.bind_text(qb, value);
         }
     }
     if let Some(needle) = filter.resource_name.as_deref().filter(|n| !n.is_empty()) {
@@ -125,50 +136,50 @@ pub(crate) fn push_where<D: Dialect>(
     }
     if let Some(from) = filter.from {
         qb.push(" AND occurred_at >= ");
-        D::bind_time(qb, from);
+        dialect.bind_time(qb, from);
     }
     if let Some(to) = filter.to {
         qb.push(" AND occurred_at < ");
-        D::bind_time(qb, to);
+        dialect.bind_time(qb, to);
     }
     if let Some(after) = after {
         // A row-value comparison both backends can answer from the (occurred_at, id) index.
         qb.push(" AND (occurred_at, id) < (");
-        D::bind_time(qb, after.occurred_at);
+        dialect.bind_time(qb, after.occurred_at);
         qb.push(", ");
-        D::bind_uuid(qb, after.id);
+        dialect.bind_uuid(qb, after.id);
         qb.push(")");
     }
 }
 
-/// One stored row as SQLite's `ROW_JSON` renders it: the event with `occurred_at` as
-/// microseconds since the epoch.
+/// One stored row as SQLite's `ROW_JSON` renders it (a JSON array in this field order): the
+/// event with `occurred_at` as microseconds since the epoch.
 #[derive(Deserialize)]
-struct StoredRow {
-    seq: u64,
-    prev_hash: ChainHash,
-    hash: ChainHash,
-    id: Uuid,
-    occurred_at: i64,
-    tenant: Option<String>,
-    request_id: String,
-    actor_id: Option<String>,
-    actor_email: Option<String>,
-    actor_name: Option<String>,
-    category: String,
-    action: Action,
-    outcome: Outcome,
-    reason: Option<String>,
-    resource_id: Option<String>,
-    resource_name: Option<String>,
-    method: String,
-    route: String,
-    path: String,
-    status: u16,
-    duration_ms: f64,
-    client_ip: Option<String>,
-    user_agent: Option<String>,
-    attributes: Attributes,
+pub(crate) struct StoredRow {
+    pub(crate) seq: u64,
+    pub(crate) prev_hash: ChainHash,
+    pub(crate) hash: ChainHash,
+    pub(crate) id: Uuid,
+    pub(crate) occurred_at: i64,
+    pub(crate) tenant: Option<String>,
+    pub(crate) request_id: String,
+    pub(crate) actor_id: Option<String>,
+    pub(crate) actor_email: Option<String>,
+    pub(crate) actor_name: Option<String>,
+    pub(crate) category: String,
+    pub(crate) action: Action,
+    pub(crate) outcome: Outcome,
+    pub(crate) reason: Option<String>,
+    pub(crate) resource_id: Option<String>,
+    pub(crate) resource_name: Option<String>,
+    pub(crate) method: String,
+    pub(crate) route: String,
+    pub(crate) path: String,
+    pub(crate) status: u16,
+    pub(crate) duration_ms: f64,
+    pub(crate) client_ip: Option<String>,
+    pub(crate) user_agent: Option<String>,
+    pub(crate) attributes: Attributes,
 }
 
 /// Reads one row rendered as JSON (SQLite's `ROW_JSON`). A row that does not fit the event model
@@ -216,7 +227,7 @@ pub(crate) fn decode_rows(json: &str, order: RowOrder) -> Result<Vec<AuditEvent>
     Ok(events)
 }
 
-fn event_from(row: StoredRow) -> Result<AuditEvent, StoreError> {
+pub(crate) fn event_from(row: StoredRow) -> Result<AuditEvent, StoreError> {
     let occurred_at = DateTime::from_timestamp_micros(row.occurred_at).ok_or_else(|| {
         StoreError::CorruptRow(format!("occurred_at {} out of range", row.occurred_at))
     })?;
@@ -292,7 +303,7 @@ pub(crate) fn select_one<D: Dialect>(
     ));
     push_where(dialect, &mut qb, &EventFilter::default(), scope, None);
     qb.push(" AND id = ");
-    D::bind_uuid(&mut qb, id);
+    dialect.bind_uuid(&mut qb, id);
     qb
 }
 
@@ -308,7 +319,7 @@ pub(crate) fn select_chain<D: Dialect>(
         dialect.page_select(order),
         dialect.events_table()
     ));
-    D::bind_seq(&mut qb, after_seq);
+    dialect.bind_seq(&mut qb, after_seq);
     qb.push(format!(
         " ORDER BY {order} LIMIT {limit}) AS page{}",
         dialect.page_suffix(order)
