@@ -264,9 +264,10 @@ impl Backend for PostgresStore {
     async fn fetch_chain_after(
         &self,
         after_seq: u64,
+        through: Option<u64>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let mut qb = sql::select_chain(&self.dialect(), after_seq, limit);
+        let mut qb = sql::select_chain(&self.dialect(), after_seq, through, limit);
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter().map(decode).collect()
     }

@@ -307,10 +307,12 @@ pub(crate) fn select_one<D: Dialect>(
     qb
 }
 
-/// Events in chain order after `after_seq` (verification walks the chain with this).
+/// Events in chain order after `after_seq`, up to `through` (inclusive) when given
+/// (verification walks the chain with this).
 pub(crate) fn select_chain<D: Dialect>(
     dialect: &D,
     after_seq: u64,
+    through: Option<u64>,
     limit: usize,
 ) -> QueryBuilder<D::DB> {
     let order = RowOrder::Chain.sql();
@@ -320,6 +322,10 @@ pub(crate) fn select_chain<D: Dialect>(
         dialect.events_table()
     ));
     dialect.bind_seq(&mut qb, after_seq);
+    if let Some(through) = through {
+        qb.push(" AND seq <= ");
+        dialect.bind_seq(&mut qb, through);
+    }
     qb.push(format!(
         " ORDER BY {order} LIMIT {limit}) AS page{}",
         dialect.page_suffix(order)

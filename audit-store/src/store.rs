@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -158,10 +159,11 @@ pub(crate) trait Backend: Clone + Send + Sync + 'static {
     /// The distinct actors within a scope.
     async fn users(&self, scope: &TenantScope) -> Result<Vec<FacetUser>, StoreError>;
 
-    /// Events in chain order after `after_seq`.
+    /// Events in chain order after `after_seq`, up to `through` (inclusive) when given.
     async fn fetch_chain_after(
         &self,
         after_seq: u64,
+        through: Option<u64>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError>;
 
@@ -187,19 +189,66 @@ pub(crate) async fn sign_checkpoint<S: Backend + AuditStore>(
     Ok(Some(checkpoint))
 }
 
-/// [`AuditStore::chain_after`] for any backend: a walk by sequence number in chunks.
-pub(crate) fn chain_stream<S: Backend>(source: S, after_seq: u64) -> EventStream {
-    prefetching_walk(
-        after_seq,
-        CHAIN_CHUNK,
-        move |after| {
-            let source = source.clone();
-            async move { source.fetch_chain_after(after, CHAIN_CHUNK).await }
-        },
-        // Events read from a store always carry their link.
-        |last| last.chain.map_or(u64::MAX, |link| link.seq),
-    )
+/// [`AuditStore::chain_after`] for any backend.
+///
+/// Sequence numbers are dense, so up to the stored chain head the chunks are known in advance
+/// (`seq` in `(start, start + CHAIN_CHUNK]`) and [`PARALLEL_CHAIN_FETCHES`] of them are read at
+/// once, on as many connections: a chain walk is bound by reading and decoding rows, and this
+/// puts both cores to work. From the first empty range (deleted rows, or a head that claims
+/// more than is stored) and past the head (rows appended meanwhile), a keyset walk by `seq`
+/// continues until the end, so gaps and a wrong head cost time, never rows.
+pub(crate) fn chain_stream<S: Backend + AuditStore>(source: S, after_seq: u64) -> EventStream {
+    let last_seen = Arc::new(AtomicU64::new(after_seq));
+    let seen = last_seen.clone();
+    let ranges_source = source.clone();
+    let ranges = stream::once(async move {
+        let head = ranges_source.chain_head().await?;
+        let chunk = CHAIN_CHUNK as u64;
+        let starts = (after_seq..head.seq).step_by(CHAIN_CHUNK);
+        Ok::<_, StoreError>(
+            stream::iter(starts)
+                .map(move |start| {
+                    let source = ranges_source.clone();
+                    let through = start.saturating_add(chunk).min(head.seq);
+                    InFlight(tokio::spawn(async move {
+                        source
+                            .fetch_chain_after(start, Some(through), CHAIN_CHUNK)
+                            .await
+                    }))
+                })
+                .buffered(PARALLEL_CHAIN_FETCHES)
+                .map(|joined| joined.map_err(|e| StoreError::Background(e.to_string()))?)
+                .try_take_while(|rows| std::future::ready(Ok(!rows.is_empty()))),
+        )
+    })
+    .try_flatten()
+    .map_ok(move |rows: Vec<AuditEvent>| {
+        if let Some(link) = rows.last().and_then(|last| last.chain) {
+            seen.store(link.seq, Ordering::Relaxed);
+        }
+        stream::iter(rows.into_iter().map(Ok::<_, StoreError>))
+    })
+    .try_flatten();
+    // Runs once the ranges are done, from the last row they returned.
+    let rest = stream::once(async move {
+        let after = last_seen.load(Ordering::Relaxed);
+        prefetching_walk(
+            after,
+            CHAIN_CHUNK,
+            move |after| {
+                let source = source.clone();
+                async move { source.fetch_chain_after(after, None, CHAIN_CHUNK).await }
+            },
+            // Events read from a store always carry their link.
+            |last| last.chain.map_or(u64::MAX, |link| link.seq),
+        )
+    })
+    .flatten();
+    ranges.chain(rest).boxed()
 }
+
+/// How many chunks of a chain walk are read at the same time.
+const PARALLEL_CHAIN_FETCHES: usize = 2;
 
 /// A chunk fetch running in the background; aborted if the stream is dropped first.
 struct InFlight(tokio::task::JoinHandle<Result<Vec<AuditEvent>, StoreError>>);
@@ -207,6 +256,17 @@ struct InFlight(tokio::task::JoinHandle<Result<Vec<AuditEvent>, StoreError>>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+impl Future for InFlight {
+    type Output = Result<Result<Vec<AuditEvent>, StoreError>, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
     }
 }
 

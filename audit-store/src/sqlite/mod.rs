@@ -351,14 +351,15 @@ impl Backend for SqliteStore {
     async fn fetch_chain_after(
         &self,
         after_seq: u64,
+        through: Option<u64>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         if let Some(bulk) = self.bulk_reader().await? {
             let dialect = SqliteDialect::typed();
-            let qb = sql::select_chain(&dialect, after_seq, limit);
+            let qb = sql::select_chain(&dialect, after_seq, through, limit);
             return bulk.events(qb.into_string(), dialect.take_binds()).await;
         }
-        let mut qb = sql::select_chain(&SqliteDialect::default(), after_seq, limit);
+        let mut qb = sql::select_chain(&SqliteDialect::default(), after_seq, through, limit);
         let page: String = qb.build_query_scalar().fetch_one(&self.reader).await?;
         sql::decode_rows(&page, RowOrder::Chain)
     }

@@ -64,4 +64,5 @@ all_backends!(
     edited_checkpoint_is_detected,
     purge_keeps_the_chain_verifiable,
     concurrent_writers_keep_one_valid_chain,
+    chain_walk_crosses_gaps_wider_than_a_chunk,
 );
