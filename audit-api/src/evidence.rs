@@ -25,9 +25,8 @@ pub(crate) async fn checkpoint(
     parse_query(raw.as_deref(), Endpoint::NoParameters)?;
     state
         .store
-        .checkpoints()
+        .latest_checkpoint()
         .await?
-        .pop()
         .map(Json)
         .ok_or_else(|| ApiError::NotFound("no checkpoint has been signed yet".into()))
 }
@@ -103,7 +102,7 @@ pub(crate) async fn export_manifest(
             }
         },
     };
-    let checkpoint = state.store.checkpoints().await?.pop();
+    let checkpoint = state.store.latest_checkpoint().await?;
     manifest.insert("version".into(), Value::from(MANIFEST_VERSION));
     manifest.insert("chain_head".into(), Value::from(head));
     manifest.insert("chain_head_hash".into(), Value::from(head_hash.to_hex()));

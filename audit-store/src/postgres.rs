@@ -490,9 +490,23 @@ impl AuditStore for PostgresStore {
     }
 
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        self.read_checkpoints("ORDER BY id").await
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(self
+            .read_checkpoints("ORDER BY id DESC LIMIT 1")
+            .await?
+            .pop())
+    }
+}
+
+impl PostgresStore {
+    /// Checkpoints in the order (and number) `order` gives.
+    async fn read_checkpoints(&self, order: &str) -> Result<Vec<Checkpoint>, StoreError> {
         let statement = format!(
             "SELECT seq, head, created_at, kind, public_key, signature \
-             FROM {}.audit_checkpoints ORDER BY id",
+             FROM {}.audit_checkpoints {order}",
             self.schema
         );
         let rows: Vec<(i64, Vec<u8>, DateTime<Utc>, String, String, String)> =

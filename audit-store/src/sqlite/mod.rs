@@ -20,7 +20,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, SqlSafeStr, Sqlite};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
@@ -526,12 +526,28 @@ impl AuditStore for SqliteStore {
     }
 
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        let rows: Vec<(i64, Vec<u8>, i64, String, String, String)> = sqlx::query_as(
+        self.read_checkpoints("ORDER BY id").await
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(self
+            .read_checkpoints("ORDER BY id DESC LIMIT 1")
+            .await?
+            .pop())
+    }
+}
+
+impl SqliteStore {
+    /// Checkpoints in the order (and number) `order` gives.
+    async fn read_checkpoints(&self, order: &str) -> Result<Vec<Checkpoint>, StoreError> {
+        let statement = format!(
             "SELECT seq, head, created_at, kind, public_key, signature \
-             FROM audit_checkpoints ORDER BY id",
-        )
-        .fetch_all(&self.reader)
-        .await?;
+             FROM audit_checkpoints {order}"
+        );
+        let rows: Vec<(i64, Vec<u8>, i64, String, String, String)> =
+            sqlx::query_as(AssertSqlSafe(statement))
+                .fetch_all(&self.reader)
+                .await?;
         rows.into_iter()
             .map(|(seq, head, created_at, kind, public_key, signature)| {
                 checkpoint_from_row(

@@ -875,6 +875,15 @@ pub async fn clean_chain_verifies(h: &Harness) {
     assert_eq!(report.events_checked, 12);
     assert_eq!((report.first_seq, report.last_seq), (Some(1), Some(12)));
     assert_eq!(report.checkpoints_checked, 1);
+    // The newest checkpoint, read alone, is the last of them all.
+    store.checkpoint(CheckpointKind::Manual).await.unwrap();
+    let all = store.checkpoints().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        store.latest_checkpoint().await.unwrap().as_ref(),
+        all.last()
+    );
+    assert_eq!(all[1].kind, CheckpointKind::Manual);
     // Another key does not vouch for these checkpoints.
     let other = audit_store::CheckpointSigner::from_seed([1; 32]).verifying_key();
     let report = verify_chain(&*store, &other).await.unwrap();
