@@ -501,6 +501,9 @@ impl AuditStore for PostgresStore {
     }
 }
 
+/// `seq, head, created_at, kind, public_key, signature` of a stored checkpoint.
+type CheckpointRow = (i64, Vec<u8>, DateTime<Utc>, String, String, String);
+
 impl PostgresStore {
     /// Checkpoints in the order (and number) `order` gives.
     async fn read_checkpoints(&self, order: &str) -> Result<Vec<Checkpoint>, StoreError> {
@@ -509,10 +512,9 @@ impl PostgresStore {
              FROM {}.audit_checkpoints {order}",
             self.schema
         );
-        let rows: Vec<(i64, Vec<u8>, DateTime<Utc>, String, String, String)> =
-            sqlx::query_as(AssertSqlSafe(statement))
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<CheckpointRow> = sqlx::query_as(AssertSqlSafe(statement))
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter()
             .map(|(seq, head, created_at, kind, public_key, signature)| {
                 checkpoint_from_row(seq, &head, Some(created_at), &kind, public_key, signature)
