@@ -120,18 +120,14 @@ async fn file_and_in_memory_stores_read_alike() {
         let from_file = everything(&file, filter).await;
         assert!(!from_file.is_empty());
         assert_same(&from_file, &everything(&memory, filter).await, "pages");
-        let exported: Vec<AuditEvent> = file
-            .export(filter.clone(), TenantScope::All)
-            .try_collect()
-            .await
-            .unwrap();
-        assert_same(&exported, &from_file, "file export");
-        let exported_from_memory: Vec<AuditEvent> = memory
-            .export(filter.clone(), TenantScope::All)
-            .try_collect()
-            .await
-            .unwrap();
-        assert_same(&exported_from_memory, &from_file, "in-memory export");
+        for (store, what) in [(&file, "file export"), (&memory, "in-memory export")] {
+            let exported: Vec<AuditEvent> = store
+                .export(filter.clone(), TenantScope::All)
+                .try_collect()
+                .await
+                .unwrap();
+            assert_same(&exported, &from_file, what);
+        }
     }
     let chain: Vec<AuditEvent> = file.chain_after(0).try_collect().await.unwrap();
     assert_eq!(chain.len(), events.len());

@@ -158,6 +158,24 @@ impl SqliteStore {
         Ok(reader.as_ref())
     }
 
+    /// Runs a statement selecting whole rows: through the bulk reader (typed columns) for a
+    /// file database, else through sqlx as one JSON value per page. `build` gets the dialect
+    /// that decides the select list and records the binds.
+    async fn read_rows(
+        &self,
+        order: RowOrder,
+        build: impl Fn(&SqliteDialect) -> QueryBuilder<Sqlite>,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        if let Some(bulk) = self.bulk_reader().await? {
+            let dialect = SqliteDialect::typed();
+            let qb = build(&dialect);
+            return bulk.events(qb.into_string(), dialect.take_binds()).await;
+        }
+        let mut qb = build(&SqliteDialect::default());
+        let page: String = qb.build_query_scalar().fetch_one(&self.reader).await?;
+        sql::decode_rows(&page, order)
+    }
+
     /// Signs checkpoints ([`AuditStore::checkpoint`], and the retention purge's) with this key.
     pub fn with_signer(mut self, signer: CheckpointSigner) -> Self {
         self.signer = Some(Arc::new(signer));
@@ -311,14 +329,10 @@ impl Backend for SqliteStore {
         after: Option<Position>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        if let Some(bulk) = self.bulk_reader().await? {
-            let dialect = SqliteDialect::typed();
-            let qb = sql::select_page(&dialect, filter, scope, after, limit);
-            return bulk.events(qb.into_string(), dialect.take_binds()).await;
-        }
-        let mut qb = sql::select_page(&SqliteDialect::default(), filter, scope, after, limit);
-        let page: String = qb.build_query_scalar().fetch_one(&self.reader).await?;
-        sql::decode_rows(&page, RowOrder::NewestFirst)
+        self.read_rows(RowOrder::NewestFirst, |dialect| {
+            sql::select_page(dialect, filter, scope, after, limit)
+        })
+        .await
     }
 
     async fn distinct(
@@ -354,14 +368,10 @@ impl Backend for SqliteStore {
         through: Option<u64>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        if let Some(bulk) = self.bulk_reader().await? {
-            let dialect = SqliteDialect::typed();
-            let qb = sql::select_chain(&dialect, after_seq, through, limit);
-            return bulk.events(qb.into_string(), dialect.take_binds()).await;
-        }
-        let mut qb = sql::select_chain(&SqliteDialect::default(), after_seq, through, limit);
-        let page: String = qb.build_query_scalar().fetch_one(&self.reader).await?;
-        sql::decode_rows(&page, RowOrder::Chain)
+        self.read_rows(RowOrder::Chain, |dialect| {
+            sql::select_chain(dialect, after_seq, through, limit)
+        })
+        .await
     }
 
     async fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
