@@ -20,7 +20,7 @@ use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner, checkpoint
 use crate::error::StoreError;
 use crate::event::{Attributes, AuditEvent};
 use crate::query::{EventFilter, FacetUser, Facets, Page, PageRequest, Position, TenantScope};
-use crate::sql::{self, Dialect};
+use crate::sql::{self, Dialect, StoredRow};
 use crate::store::{self, AuditStore, Backend, EventStream};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
@@ -179,44 +179,49 @@ impl PostgresStore {
     }
 }
 
+/// Reads one row of `sql::ROW_COLUMNS`; the event is assembled by `sql::event_from`, as the
+/// SQLite readers' rows are. A value that does not fit the model is a
+/// [`StoreError::CorruptRow`] naming the row.
 fn decode(row: &PgRow) -> Result<AuditEvent, StoreError> {
-    let corrupt = |what: String| StoreError::CorruptRow(what);
     let seq: i64 = row.try_get(0)?;
-    let prev_hash: Vec<u8> = row.try_get(1)?;
-    let hash: Vec<u8> = row.try_get(2)?;
-    let action: String = row.try_get(11)?;
-    let outcome: String = row.try_get(12)?;
+    let corrupt = |what: String| StoreError::CorruptRow(format!("seq {seq}: {what}"));
+    let hash = |index: usize, name: &str| -> Result<ChainHash, StoreError> {
+        let bytes: &[u8] = row.try_get(index)?;
+        ChainHash::from_slice(bytes).ok_or_else(|| corrupt(format!("{name} is not 32 bytes")))
+    };
+    let action: &str = row.try_get(11)?;
+    let outcome: &str = row.try_get(12)?;
     let status: i32 = row.try_get(19)?;
+    let occurred_at: DateTime<Utc> = row.try_get(4)?;
     let Json(attributes): Json<Attributes> = row.try_get(23)?;
-    Ok(AuditEvent {
+    sql::event_from(StoredRow {
+        seq: u64::try_from(seq).map_err(|_| corrupt("seq is negative".into()))?,
+        prev_hash: hash(1, "prev_hash")?,
+        hash: hash(2, "hash")?,
         id: row.try_get(3)?,
-        occurred_at: row.try_get(4)?,
+        occurred_at: occurred_at.timestamp_micros(),
         tenant: row.try_get(5)?,
         request_id: row.try_get(6)?,
         actor_id: row.try_get(7)?,
         actor_email: row.try_get(8)?,
         actor_name: row.try_get(9)?,
         category: row.try_get(10)?,
-        action: action.parse().map_err(|e| corrupt(format!("{e}")))?,
-        outcome: outcome.parse().map_err(|e| corrupt(format!("{e}")))?,
+        action: action.parse().map_err(|e| corrupt(format!("action {e}")))?,
+        outcome: outcome
+            .parse()
+            .map_err(|e| corrupt(format!("outcome {e}")))?,
         reason: row.try_get(13)?,
         resource_id: row.try_get(14)?,
         resource_name: row.try_get(15)?,
         method: row.try_get(16)?,
         route: row.try_get(17)?,
         path: row.try_get(18)?,
-        status: u16::try_from(status).map_err(|_| corrupt(format!("status {status}")))?,
+        status: u16::try_from(status)
+            .map_err(|_| corrupt(format!("status {status} is out of range")))?,
         duration_ms: row.try_get(20)?,
         client_ip: row.try_get(21)?,
         user_agent: row.try_get(22)?,
         attributes,
-        chain: Some(ChainLink {
-            seq: u64::try_from(seq).map_err(|_| corrupt(format!("seq {seq}")))?,
-            prev_hash: ChainHash::from_slice(&prev_hash)
-                .ok_or_else(|| corrupt(format!("prev_hash of seq {seq}")))?,
-            hash: ChainHash::from_slice(&hash)
-                .ok_or_else(|| corrupt(format!("hash of seq {seq}")))?,
-        }),
     })
 }
 

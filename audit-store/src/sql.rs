@@ -152,8 +152,9 @@ pub(crate) fn push_where<D: Dialect>(
     }
 }
 
-/// One stored row as SQLite's `ROW_JSON` renders it (a JSON array in this field order): the
-/// event with `occurred_at` as microseconds since the epoch.
+/// One stored row, the event with `occurred_at` as microseconds since the epoch, as every
+/// reader produces it: deserialised from SQLite's `ROW_JSON` (a JSON array in this field
+/// order), or filled from typed columns by the SQLite bulk reader and the PostgreSQL store.
 #[derive(Deserialize)]
 pub(crate) struct StoredRow {
     pub(crate) seq: u64,
@@ -227,6 +228,7 @@ pub(crate) fn decode_rows(json: &str, order: RowOrder) -> Result<Vec<AuditEvent>
     Ok(events)
 }
 
+/// The event a stored row holds, with its chain link.
 pub(crate) fn event_from(row: StoredRow) -> Result<AuditEvent, StoreError> {
     let occurred_at = DateTime::from_timestamp_micros(row.occurred_at).ok_or_else(|| {
         StoreError::CorruptRow(format!("occurred_at {} out of range", row.occurred_at))
