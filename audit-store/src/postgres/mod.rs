@@ -26,7 +26,7 @@ use crate::store::{self, AuditStore, Backend, EventStream};
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
     1,
     "audit events",
-    include_str!("../migrations/postgres/0001_events.sql"),
+    include_str!("../../migrations/postgres/0001_events.sql"),
 )];
 
 /// The schema used when none is configured.
