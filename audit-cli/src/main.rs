@@ -1,7 +1,8 @@
 //! `audit`: verifies an audit log's hash chain and checkpoints, and verifiable exports.
 //!
 //! Exit status: 0 when everything verifies, 1 when tampering was found, 2 for usage,
-//! connection and file errors.
+//! connection and file errors, 3 when `verify` found no signed checkpoint at all (the tail is
+//! unanchored: deleting the newest events would go unnoticed; `--allow-unanchored` accepts it).
 #![forbid(unsafe_code)]
 
 mod open;
@@ -33,6 +34,13 @@ enum Command {
         /// PostgreSQL schema holding the store's tables (default `audit`).
         #[arg(long)]
         schema: Option<String>,
+        /// A file of published checkpoints (one JSON object per line, as `CheckpointLog`
+        /// writes them); each must be in the database and vouch for events still there.
+        #[arg(long = "checkpoints", value_name = "FILE")]
+        checkpoint_files: Vec<std::path::PathBuf>,
+        /// Exit 0 for an intact log even when no signed checkpoint anchors it.
+        #[arg(long)]
+        allow_unanchored: bool,
     },
     /// Check a downloaded export against its signed manifest (`GET /export/manifest`).
     VerifyExport {
@@ -55,6 +63,8 @@ pub enum Outcome {
     Failed,
     /// The command could not run (exit 2).
     Error(String),
+    /// Intact as far as it goes, but no signed checkpoint anchors it (exit 3).
+    Unanchored,
 }
 
 fn main() -> ExitCode {
@@ -73,8 +83,17 @@ fn main() -> ExitCode {
                 database,
                 public_key,
                 schema,
+                checkpoint_files,
+                allow_unanchored,
             } => match audit_store::parse_public_key(&public_key) {
-                Ok(key) => verify_db::run(&database, schema.as_deref(), &key).await,
+                Ok(key) => {
+                    let options = verify_db::Options {
+                        schema: schema.as_deref(),
+                        checkpoint_files: &checkpoint_files,
+                        allow_unanchored,
+                    };
+                    verify_db::run(&database, &key, options).await
+                }
                 Err(error) => Outcome::Error(format!("--public-key: {error}")),
             },
             Command::VerifyExport {
@@ -94,6 +113,7 @@ fn finish(outcome: Outcome) -> ExitCode {
     match outcome {
         Outcome::Verified => ExitCode::SUCCESS,
         Outcome::Failed => ExitCode::from(1),
+        Outcome::Unanchored => ExitCode::from(3),
         Outcome::Error(message) => {
             eprintln!("error: {message}");
             ExitCode::from(2)

@@ -5,11 +5,23 @@ mod common;
 use common::{Db, audit, public_key};
 
 async fn verify(db: &Db) -> common::Run {
+    verify_with(db, &[]).await
+}
+
+async fn verify_with(db: &Db, extra: &[&str]) -> common::Run {
     let mut args = vec!["verify".to_owned()];
     args.extend(db.database_args());
     args.extend(["--public-key".to_owned(), public_key()]);
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
     audit(&args)
 }
+
+/// Deletes the newest events and rewrites the stored head to match, as someone who can write
+/// the database would to hide them.
+const CUT_THE_TAIL: &[&str] = &[
+    "DELETE FROM {events} WHERE seq > 8",
+    "UPDATE {chain_head} SET seq = 8, hash = (SELECT hash FROM {events} WHERE seq = 8)",
+];
 
 /// Builds the twelve-event log, tampers with it, runs `audit verify` and checks the exit
 /// code and that the report contains `expected`.
@@ -108,6 +120,80 @@ async fn edited_checkpoint(db: Db) {
     .await;
 }
 
+async fn deleted_newest_rows_and_rewritten_head(db: Db) {
+    scenario(
+        db,
+        CUT_THE_TAIL,
+        1,
+        &["first broken link: the newest events were deleted: the log ends at seq 8 but a signed checkpoint vouches for seq 10"],
+    )
+    .await;
+}
+
+/// With the checkpoints deleted too, the database alone cannot tell: verify says the log is
+/// unanchored (exit 3), and a published checkpoint file shows the cut.
+async fn deleted_tail_and_checkpoints(db: Db) {
+    db.chained_log().await;
+    let published = tempfile::NamedTempFile::new().unwrap();
+    let log = audit_store::CheckpointLog::open(published.path()).unwrap();
+    for checkpoint in db.store().checkpoints().await.unwrap() {
+        log.append(&checkpoint).unwrap();
+    }
+    db.disable_append_only_guards().await;
+    for statement in CUT_THE_TAIL {
+        db.raw(statement).await;
+    }
+    db.raw("DELETE FROM {checkpoints}").await;
+    let run = verify(&db).await;
+    assert_eq!(run.code, 3, "{run:#?}");
+    assert!(run.stdout.contains("INTACT BUT UNANCHORED"), "{run:#?}");
+    let file = published.path().to_str().unwrap();
+    let run = verify_with(&db, &["--checkpoints", file]).await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stdout
+            .contains("the log ends at seq 8 but a signed checkpoint vouches for seq 10"),
+        "{run:#?}"
+    );
+    db.cleanup().await;
+}
+
+/// A published checkpoint missing from an otherwise intact database is tampering too.
+async fn deleted_checkpoint_row(db: Db) {
+    db.chained_log().await;
+    let published = tempfile::NamedTempFile::new().unwrap();
+    let log = audit_store::CheckpointLog::open(published.path()).unwrap();
+    for checkpoint in db.store().checkpoints().await.unwrap() {
+        log.append(&checkpoint).unwrap();
+    }
+    db.store()
+        .checkpoint(audit_store::CheckpointKind::Manual)
+        .await
+        .unwrap();
+    db.disable_append_only_guards().await;
+    db.raw("DELETE FROM {checkpoints} WHERE seq = 10").await;
+    let file = published.path().to_str().unwrap();
+    let run = verify_with(&db, &["--checkpoints", file]).await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stdout
+            .contains("is missing from the database: checkpoints were deleted"),
+        "{run:#?}"
+    );
+    db.cleanup().await;
+}
+
+/// No signer ever configured: intact, but nothing anchors it.
+async fn unsigned_log_is_unanchored(db: Db) {
+    db.store().append(&common::events(1, 5)).await.unwrap();
+    let run = verify(&db).await;
+    assert_eq!(run.code, 3, "{run:#?}");
+    assert!(run.stdout.contains("latest checkpoint: none"), "{run:#?}");
+    let run = verify_with(&db, &["--allow-unanchored"]).await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    db.cleanup().await;
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -138,6 +224,10 @@ on_both_backends!(
     deleted_newest_rows,
     swapped_rows,
     edited_checkpoint,
+    deleted_newest_rows_and_rewritten_head,
+    deleted_tail_and_checkpoints,
+    deleted_checkpoint_row,
+    unsigned_log_is_unanchored,
 );
 
 #[tokio::test]

@@ -87,6 +87,14 @@ pub enum ChainBreak {
         /// The first position present.
         first_seq: u64,
     },
+    /// A checkpoint published outside the database is not among the stored ones: checkpoint
+    /// rows were deleted (they are append-only, and every published one was stored first).
+    MissingCheckpoint {
+        /// The sequence number it vouches for.
+        seq: u64,
+        /// When it was signed.
+        created_at: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 impl fmt::Display for ChainBreak {
@@ -142,6 +150,11 @@ impl fmt::Display for ChainBreak {
                 f,
                 "the log starts at seq {first_seq} and no signed purge checkpoint vouches for the events before it"
             ),
+            ChainBreak::MissingCheckpoint { seq, created_at } => write!(
+                f,
+                "a published checkpoint (seq {seq}, signed {}) is missing from the database: checkpoints were deleted",
+                created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
         }
     }
 }
@@ -161,12 +174,21 @@ pub struct ChainReport {
     pub latest_checkpoint: Option<Checkpoint>,
     /// The first problem found, or `None` for an intact chain.
     pub broken: Option<ChainBreak>,
+    /// The newest events that no checkpoint vouches for (all of them when there is none):
+    /// deleting them, and rewriting the stored head, would go unnoticed.
+    pub unanchored_events: u64,
 }
 
 impl ChainReport {
     /// True when nothing was found wrong.
     pub fn is_intact(&self) -> bool {
         self.broken.is_none()
+    }
+
+    /// True when at least one signed checkpoint anchors the chain. Without one, the newest
+    /// events (or all of them) could be deleted, and the stored head rewritten, unnoticed.
+    pub fn is_anchored(&self) -> bool {
+        self.checkpoints_checked > 0
     }
 }
 
@@ -197,14 +219,57 @@ pub async fn verify_chain(
     store: &dyn AuditStore,
     key: &VerifyingKey,
 ) -> Result<ChainReport, StoreError> {
-    let checkpoints = store.checkpoints().await?;
+    verify_chain_against(store, key, &[]).await
+}
+
+/// [`verify_chain`], also trusting `published`: checkpoints kept outside the database (by
+/// a [`CheckpointLog`](crate::CheckpointLog), a forwarder, a transparency log). Someone who
+/// can rewrite the database can delete its newest events and the checkpoints vouching for
+/// them; a published checkpoint missing from the store, or vouching for events that are no
+/// longer there, shows it.
+///
+/// ```
+/// # async fn demo() -> Result<(), audit_store::StoreError> {
+/// use audit_store::{
+///     Action, AuditEvent, AuditStore, ChainBreak, CheckpointKind, CheckpointSigner, SqliteStore,
+///     verify_chain_against,
+/// };
+/// let signer = CheckpointSigner::from_seed([5; 32]);
+/// let store = SqliteStore::connect("sqlite::memory:").await?.with_signer(signer.clone());
+/// store.append(&[AuditEvent::builder("Model", Action::Create).internal("seed").build()]).await?;
+/// let published = store.checkpoint(CheckpointKind::Manual).await?.into_iter().collect::<Vec<_>>();
+/// // Another store never wrote that checkpoint: it is missing there.
+/// let other = SqliteStore::connect("sqlite::memory:").await?;
+/// let report = verify_chain_against(&other, &signer.verifying_key(), &published).await?;
+/// assert!(matches!(report.broken, Some(ChainBreak::MissingCheckpoint { .. })));
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+/// ```
+pub async fn verify_chain_against(
+    store: &dyn AuditStore,
+    key: &VerifyingKey,
+    published: &[Checkpoint],
+) -> Result<ChainReport, StoreError> {
+    let mut checkpoints = store.checkpoints().await?;
+    let missing: Vec<Checkpoint> = published
+        .iter()
+        .filter(|p| {
+            !checkpoints
+                .iter()
+                .any(|stored| stored.signature == p.signature)
+        })
+        .cloned()
+        .collect();
+    // Published ones count as fully as stored ones (after them, for the report's numbering).
+    checkpoints.extend(missing.iter().cloned());
     let mut report = ChainReport {
         events_checked: 0,
         first_seq: None,
         last_seq: None,
         checkpoints_checked: checkpoints.len(),
-        latest_checkpoint: checkpoints.last().cloned(),
+        latest_checkpoint: checkpoints.iter().max_by_key(|c| c.created_at).cloned(),
         broken: None,
+        unanchored_events: 0,
     };
     for (index, checkpoint) in checkpoints.iter().enumerate() {
         if let Err(reason) = checkpoint.verify(key) {
@@ -259,6 +324,8 @@ pub async fn verify_chain(
             None => break,
         }
     }
+    let anchored_through = checkpoints.iter().map(|c| c.seq).max().unwrap_or(0);
+    report.unanchored_events = expected.seq.saturating_sub(anchored_through);
     if let Some(newest) = vouched.iter().map(|c| c.seq).max()
         && newest > expected.seq
     {
@@ -266,6 +333,13 @@ pub async fn verify_chain(
             last_seq: expected.seq,
             expected_seq: newest,
             evidence: "a signed checkpoint",
+        });
+        return Ok(report);
+    }
+    if let Some(missing) = missing.into_iter().next() {
+        report.broken = Some(ChainBreak::MissingCheckpoint {
+            seq: missing.seq,
+            created_at: missing.created_at,
         });
         return Ok(report);
     }

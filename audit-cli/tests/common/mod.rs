@@ -107,13 +107,15 @@ impl Db {
         }
     }
 
-    /// Runs one statement with `{events}`/`{checkpoints}` replaced by the tables.
+    /// Runs one statement with `{events}`, `{checkpoints}`, `{chain_head}` replaced by the
+    /// tables.
     pub async fn raw(&self, statement: &str) {
         match self {
             Db::Sqlite { store, .. } => {
                 let statement = statement
                     .replace("{events}", "audit_events")
-                    .replace("{checkpoints}", "audit_checkpoints");
+                    .replace("{checkpoints}", "audit_checkpoints")
+                    .replace("{chain_head}", "audit_chain_head");
                 sqlx::query(AssertSqlSafe(statement.clone()))
                     .execute(store.writer_pool())
                     .await
@@ -123,7 +125,8 @@ impl Db {
                 let schema = store.schema();
                 let statement = statement
                     .replace("{events}", &format!("{schema}.audit_events"))
-                    .replace("{checkpoints}", &format!("{schema}.audit_checkpoints"));
+                    .replace("{checkpoints}", &format!("{schema}.audit_checkpoints"))
+                    .replace("{chain_head}", &format!("{schema}.audit_chain_head"));
                 sqlx::query(AssertSqlSafe(statement.clone()))
                     .execute(store.pool())
                     .await
