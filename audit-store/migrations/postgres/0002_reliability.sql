@@ -28,10 +28,20 @@ CREATE TABLE {schema}.audit_recorder_runs (
     stopped_at     TIMESTAMPTZ
 );
 
+-- The retention policy the owner of the schema sets: purges may not remove events younger
+-- than `min_retention`. One row. The application role cannot change it (see
+-- PostgresStore::least_privilege_sql), so even a compromised application cannot purge the
+-- recent log.
+CREATE TABLE {schema}.audit_retention_policy (
+    id            INTEGER  PRIMARY KEY CHECK (id = 1),
+    min_retention INTERVAL NOT NULL
+);
+INSERT INTO {schema}.audit_retention_policy (id, min_retention) VALUES (1, INTERVAL '0');
+
 -- Retention through one function, so that the role the application connects with needs no
--- DELETE privilege at all (see PostgresStore::least_privilege_sql). SECURITY DEFINER: it runs
--- with the rights of the role that ran the migrations. It removes only a prefix of the chain
--- (seq <= boundary) and only if every event in it is older than the cutoff, so whoever may
+-- DELETE privilege at all. SECURITY DEFINER: it runs with the rights of the role that ran the
+-- migrations. It removes only a prefix of the chain (seq <= boundary), only if every event in
+-- it is older than the cutoff, and only a cutoff the retention policy allows; so whoever may
 -- call it can apply a retention policy and nothing else.
 CREATE FUNCTION {schema}.audit_purge_through(boundary BIGINT, cutoff TIMESTAMPTZ)
 RETURNS BIGINT
@@ -41,7 +51,12 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     purged BIGINT;
+    min_age INTERVAL;
 BEGIN
+    SELECT min_retention INTO min_age FROM {schema}.audit_retention_policy WHERE id = 1;
+    IF cutoff > now() - COALESCE(min_age, INTERVAL '0') THEN
+        RAISE EXCEPTION 'audit retention: the policy keeps events for at least %; a cutoff of % would remove younger ones', min_age, cutoff;
+    END IF;
     IF EXISTS (SELECT 1 FROM {schema}.audit_events WHERE seq <= boundary AND occurred_at >= cutoff) THEN
         RAISE EXCEPTION 'audit retention: events up to seq % are not all older than %', boundary, cutoff;
     END IF;

@@ -13,20 +13,27 @@ impl PostgresStore {
     /// quarantine, no `UPDATE`, `DELETE` or `TRUNCATE` anywhere there; `UPDATE` only on the
     /// one-row chain head and on the recorder's own run reports; and `EXECUTE` on the
     /// retention function `audit_purge_through`, a `SECURITY DEFINER` function that removes
-    /// only a prefix of the chain older than the cutoff it is given. Without `DELETE`, no
-    /// session of the application role can remove events, whatever variables it sets.
-    /// Migrations need the owner: a store opened by the application role finds them applied
-    /// and runs no DDL.
+    /// only a prefix of the chain older than the cutoff it is given, and never events younger
+    /// than `min_retention` (stored in `audit_retention_policy`, which only the owner can
+    /// change). Without `DELETE`, no session of the application role can remove events,
+    /// whatever variables it sets, and even a compromised application cannot purge the
+    /// recent log. Migrations need the owner: a store opened by the application role finds
+    /// them applied and runs no DDL.
     ///
     /// ```
     /// # fn demo(store: &audit_store::PostgresStore) -> Result<(), audit_store::StoreError> {
-    /// let sql = store.least_privilege_sql("audit_app")?;
+    /// use std::time::Duration;
+    /// let sql = store.least_privilege_sql("audit_app", Duration::from_secs(400 * 86_400))?;
     /// assert!(sql.contains("GRANT SELECT, INSERT ON"));
-    /// assert!(!sql.contains("DELETE"));
-    /// assert!(store.least_privilege_sql("app; DROP TABLE x").is_err());
+    /// assert!(!sql.contains("GRANT DELETE"));
+    /// assert!(store.least_privilege_sql("app; DROP TABLE x", Duration::ZERO).is_err());
     /// # Ok(()) }
     /// ```
-    pub fn least_privilege_sql(&self, app_role: &str) -> Result<String, StoreError> {
+    pub fn least_privilege_sql(
+        &self,
+        app_role: &str,
+        min_retention: std::time::Duration,
+    ) -> Result<String, StoreError> {
         let valid = !app_role.is_empty()
             && app_role.len() <= 63
             && app_role.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
@@ -47,7 +54,9 @@ impl PostgresStore {
              GRANT SELECT, UPDATE ON {s}.audit_chain_head TO {app_role};\n\
              GRANT SELECT, INSERT, UPDATE ON {s}.audit_recorder_runs TO {app_role};\n\
              GRANT SELECT ON {s}._audit_store_migrations TO {app_role};\n\
-             GRANT EXECUTE ON FUNCTION {s}.audit_purge_through(BIGINT, TIMESTAMPTZ) TO {app_role};\n"
+             GRANT EXECUTE ON FUNCTION {s}.audit_purge_through(BIGINT, TIMESTAMPTZ) TO {app_role};\n\
+             UPDATE {s}.audit_retention_policy SET min_retention = INTERVAL '{seconds} seconds';\n",
+            seconds = min_retention.as_secs()
         ))
     }
 }
