@@ -54,7 +54,8 @@ DECLARE
     min_age INTERVAL;
 BEGIN
     SELECT min_retention INTO min_age FROM {schema}.audit_retention_policy WHERE id = 1;
-    IF cutoff > now() - COALESCE(min_age, INTERVAL '0') THEN
+    -- A zero policy (the default) sets no bound, as on SQLite.
+    IF min_age > INTERVAL '0' AND cutoff > now() - min_age THEN
         RAISE EXCEPTION 'audit retention: the policy keeps events for at least %; a cutoff of % would remove younger ones', min_age, cutoff;
     END IF;
     IF EXISTS (SELECT 1 FROM {schema}.audit_events WHERE seq <= boundary AND occurred_at >= cutoff) THEN
