@@ -141,7 +141,7 @@ impl Default for RecorderConfig {
             checkpoint_interval: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
-            report_interval: Duration::from_secs(2),
+            report_interval: Duration::from_secs(1),
             instance: None,
             spool_dir: None,
         }

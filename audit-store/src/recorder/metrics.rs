@@ -50,6 +50,11 @@ impl Counters {
             });
     }
 
+    /// The peak of unwritten events since the last [`Counters::take_unwritten_peak`].
+    pub(crate) fn unwritten_peak(&self) -> u64 {
+        self.unwritten_peak.load(Ordering::Acquire)
+    }
+
     /// The peak of unwritten events since the last call, restarting from the current count.
     pub(crate) fn take_unwritten_peak(&self) -> u64 {
         let now = self.unwritten.load(Ordering::Acquire);

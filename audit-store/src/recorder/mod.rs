@@ -408,7 +408,8 @@ impl RecorderBuilder {
         self.config.write_timeout = timeout;
         self
     }
-    /// How often the recorder reports its run to the store (default 2 s): the next start
+    /// How often the recorder reports its run to the store (default 1 s, and at once when
+    /// the count of unwritten events doubled since the last report): the next start
     /// judges an unclean stop, and how many acknowledged events it may have cost, by the
     /// last report.
     pub fn report_interval(mut self, interval: Duration) -> Self {

@@ -116,6 +116,8 @@ pub(crate) struct Writer {
     pub(crate) batch: Batch,
     identity: Identity,
     last_report: Instant,
+    /// The unwritten count the last report gave.
+    last_reported_pending: u64,
     report_failing: bool,
     /// Set once the task ended on purpose; `Drop` spools whatever is left otherwise.
     finished: bool,
@@ -135,6 +137,7 @@ impl Writer {
             batch: Batch::default(),
             identity,
             last_report: Instant::now(),
+            last_reported_pending: 0,
             report_failing: false,
             finished: false,
         }
@@ -251,7 +254,11 @@ impl Writer {
     /// Reports this run when it is due, and writes a pending gap record once the queue has
     /// recovered.
     async fn between_batches(&mut self) -> Outcome {
-        if Instant::now() >= self.last_report + self.shared.config.report_interval {
+        // Reported on schedule, and at once when the unwritten count doubled since the last
+        // report (a burst), so the figure an unclean stop is judged by is never far behind.
+        let surged = !self.identity.durable
+            && self.shared.counters.unwritten_peak() > 2 * self.last_reported_pending.max(32);
+        if surged || Instant::now() >= self.last_report + self.shared.config.report_interval {
             self.report(false).await;
         }
         if !self.shared.gap_pending() {
@@ -393,6 +400,7 @@ impl Writer {
         } else {
             self.shared.counters.take_unwritten_peak()
         };
+        self.last_reported_pending = pending;
         let run = self.identity.report(pending, stopped);
         let written = tokio::time::timeout(
             self.shared.config.write_timeout,
