@@ -141,8 +141,13 @@ impl Audit {
 
     /// Stops the recorder: refuses new events, writes every queued one, signs a final
     /// checkpoint when a signer is set, and checkpoints SQLite's write-ahead log into the
-    /// database file. Call it after the server stopped, if you do not use
-    /// [`Audit::serve`] (which calls it for you).
+    /// database file, so the file is complete on its own. It takes at most the shutdown
+    /// deadline ([`AuditBuilder::shutdown_timeout`], 30 s); what is unwritten then is spooled
+    /// locally, replayed at the next start, and reported as
+    /// [`ShutdownError::Spooled`](audit_store::ShutdownError::Spooled). Call it after the
+    /// server stopped, if you do not use [`Audit::serve`] (which calls it for you). A host
+    /// that drops every clone of its `Audit` (and of its layer) without it while events are
+    /// queued gets an error in its log saying how many.
     pub async fn shutdown(&self) -> Result<(), Error> {
         self.recorder.shutdown().await?;
         Ok(())

@@ -1,12 +1,13 @@
 //! [`AuditBuilder`]: the options of [`Audit`], and how a store is opened from a URL or a pool.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use audit_store::{
-    AuditStore, CheckpointPublisher, CheckpointSigner, DeliveryMode, OverloadPolicy, Recorder,
-    RecorderBuilder,
+    AuditStore, CheckpointLog, CheckpointPublisher, CheckpointSigner, DeliveryMode, OverloadPolicy,
+    Recorder, RecorderBuilder,
 };
 
 use crate::audit::Audit;
@@ -15,6 +16,12 @@ use crate::error::Error;
 /// How long [`Audit::serve`] lets requests in flight finish after the shutdown signal,
 /// unless [`AuditBuilder::request_drain_timeout`] says otherwise.
 pub const DEFAULT_REQUEST_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a PostgreSQL audit log spools what it could not write by the shutdown deadline,
+/// unless told otherwise: `audit-spool-{schema}` in the working directory at connect time,
+/// the same place a relative `sqlite://audit.db` would be. One directory per schema, because
+/// the next start replays every spool file it finds into its own store.
+pub const POSTGRES_SPOOL_DIR_PREFIX: &str = "audit-spool-";
 
 type RecorderSettings = Box<dyn FnOnce(RecorderBuilder) -> RecorderBuilder + Send>;
 
@@ -63,6 +70,8 @@ impl Backend {
 pub struct AuditBuilder {
     recorder: Vec<RecorderSettings>,
     signer: Option<CheckpointSigner>,
+    signing_key_file: Option<PathBuf>,
+    checkpoint_log: Option<PathBuf>,
     schema: Option<String>,
     request_drain_timeout: Duration,
 }
@@ -72,6 +81,8 @@ impl fmt::Debug for AuditBuilder {
         f.debug_struct("AuditBuilder")
             .field("recorder_settings", &self.recorder.len())
             .field("signer", &self.signer.as_ref().map(|s| s.public_key_hex()))
+            .field("signing_key_file", &self.signing_key_file)
+            .field("checkpoint_log", &self.checkpoint_log)
             .field("schema", &self.schema)
             .field("request_drain_timeout", &self.request_drain_timeout)
             .finish()
@@ -83,6 +94,8 @@ impl Default for AuditBuilder {
         AuditBuilder {
             recorder: Vec::new(),
             signer: None,
+            signing_key_file: None,
+            checkpoint_log: None,
             schema: None,
             request_drain_timeout: DEFAULT_REQUEST_DRAIN_TIMEOUT,
         }
@@ -112,10 +125,42 @@ impl AuditBuilder {
         self.recorder(move |recorder| recorder.overload(policy))
     }
 
+    /// How long the recorder's shutdown may take (default 30 s): what is still unwritten
+    /// then (the database is down or slow) goes to the local spool, replayed into the store
+    /// at the next start.
+    pub fn shutdown_timeout(self, timeout: Duration) -> Self {
+        self.recorder(move |recorder| recorder.shutdown_timeout(timeout))
+    }
+
+    /// Where that spool lives. The default is beside a SQLite file (`audit.db-spool`), and
+    /// for PostgreSQL `audit-spool-{schema}` in the working directory (see
+    /// [`POSTGRES_SPOOL_DIR_PREFIX`]); give a directory on a persistent disk if the working
+    /// directory is not one.
+    pub fn spool_dir(self, dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        self.recorder(move |recorder| recorder.spool_dir(dir))
+    }
+
     /// Signs the hash chain's checkpoints (the store's) and the export manifests (the
     /// router's) with `signer`, so one public key verifies both.
     pub fn signer(mut self, signer: CheckpointSigner) -> Self {
         self.signer = Some(signer);
+        self
+    }
+
+    /// Signs with the Ed25519 key in the file at `path`, creating it (mode 0600) with a new
+    /// random key if it does not exist; the public key is logged when it is created, for you
+    /// to record where verifiers (`audit verify --public-key`) find it. Keep the file away from
+    /// whoever may write the database: the key is what makes a rewritten log detectable.
+    pub fn signing_key_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.signing_key_file = Some(path.as_ref().to_owned());
+        self
+    }
+
+    /// Appends every signed checkpoint to the file at `path` (one JSON object per line,
+    /// synced), for `audit verify --checkpoints` and for shipping elsewhere.
+    pub fn checkpoint_log(mut self, path: impl AsRef<Path>) -> Self {
+        self.checkpoint_log = Some(path.as_ref().to_owned());
         self
     }
 
@@ -154,9 +199,9 @@ impl AuditBuilder {
             Backend::Postgres => {
                 let schema = self
                     .schema
-                    .as_deref()
-                    .unwrap_or(audit_store::DEFAULT_SCHEMA);
-                let store = audit_store::PostgresStore::connect_in_schema(url, schema).await?;
+                    .clone()
+                    .unwrap_or_else(|| audit_store::DEFAULT_SCHEMA.to_owned());
+                let store = audit_store::PostgresStore::connect_in_schema(url, &schema).await?;
                 self.postgres(store)
             }
             #[allow(unreachable_patterns)] // when both backends are compiled
@@ -191,33 +236,68 @@ impl AuditBuilder {
     /// options, or a wrapper), already migrated. Its checkpoint signer is its own
     /// (`with_signer`): [`AuditBuilder::signer`] then signs only the export manifests, so
     /// give both the same key.
-    pub fn store(self, store: impl AuditStore) -> Result<Audit, Error> {
-        self.start(Arc::new(store))
+    pub fn store(mut self, store: impl AuditStore) -> Result<Audit, Error> {
+        self.load_signer()?;
+        self.start(Arc::new(store), None)
     }
 
     #[cfg(feature = "sqlite")]
-    fn sqlite(self, store: audit_store::SqliteStore) -> Result<Audit, Error> {
-        let store = match &self.signer {
-            Some(signer) => store.with_signer(signer.clone()),
+    fn sqlite(mut self, store: audit_store::SqliteStore) -> Result<Audit, Error> {
+        let store = match self.load_signer()? {
+            Some(signer) => store.with_signer(signer),
             None => store,
         };
-        self.start(Arc::new(store))
+        // The store's own default spool: beside the database file.
+        self.start(Arc::new(store), None)
     }
 
     #[cfg(feature = "postgres")]
-    fn postgres(self, store: audit_store::PostgresStore) -> Result<Audit, Error> {
-        let store = match &self.signer {
-            Some(signer) => store.with_signer(signer.clone()),
+    fn postgres(mut self, store: audit_store::PostgresStore) -> Result<Audit, Error> {
+        let spool_dir = std::env::current_dir()
+            .map(|dir| dir.join(format!("{POSTGRES_SPOOL_DIR_PREFIX}{}", store.schema())))
+            .map_err(Error::SpoolDir)?;
+        let store = match self.load_signer()? {
+            Some(signer) => store.with_signer(signer),
             None => store,
         };
-        self.start(Arc::new(store))
+        self.start(Arc::new(store), Some(spool_dir))
     }
 
-    fn start(self, store: Arc<dyn AuditStore>) -> Result<Audit, Error> {
+    /// The signer: given, or read (or created) from the key file.
+    fn load_signer(&mut self) -> Result<Option<CheckpointSigner>, Error> {
+        if let Some(path) = self.signing_key_file.take() {
+            let (signer, created) = CheckpointSigner::load_or_create(&path)?;
+            if created {
+                tracing::info!(
+                    path = %path.display(),
+                    public_key = %signer.public_key_hex(),
+                    "created an audit signing key; record its public key where verifiers find it"
+                );
+            }
+            self.signer = Some(signer);
+        }
+        Ok(self.signer.clone())
+    }
+
+    /// Starts the recorder on `store`; `spool_dir` is the facade's default, which the host's
+    /// own recorder settings (applied after it) override.
+    fn start(self, store: Arc<dyn AuditStore>, spool_dir: Option<PathBuf>) -> Result<Audit, Error> {
         let mut recorder = Recorder::builder(Arc::clone(&store));
+        if let Some(dir) = spool_dir {
+            recorder = recorder.spool_dir(dir);
+        }
+        if let Some(path) = &self.checkpoint_log {
+            let log = CheckpointLog::open(path).map_err(|source| Error::CheckpointLog {
+                path: path.clone(),
+                source,
+            })?;
+            recorder = recorder.on_checkpoint(log);
+        }
         for settings in self.recorder {
             recorder = settings(recorder);
         }
+        // The streaming forwarder (audit-forward) starts here, on the same store, once the
+        // recorder runs; `Audit::shutdown` then stops it after the recorder's drain.
         let recorder = recorder.start()?;
         Ok(Audit::new(
             store,

@@ -1,6 +1,8 @@
 //! What can go wrong setting up, serving or stopping the audit log.
 
-use audit_store::{ShutdownError, StartError, StoreError};
+use std::path::PathBuf;
+
+use audit_store::{KeyFileError, ShutdownError, StartError, StoreError};
 
 /// An error of [`crate::Audit`]: opening the store, starting the recorder, serving, or
 /// draining at shutdown.
@@ -26,6 +28,21 @@ pub enum Error {
     /// The store could not be opened or migrated.
     #[error("cannot open the audit store: {0}")]
     Store(#[from] StoreError),
+    /// The signing key file could not be read or created.
+    #[error("cannot load the audit signing key: {0}")]
+    SigningKey(#[from] KeyFileError),
+    /// The checkpoint log could not be opened.
+    #[error("cannot open the checkpoint log {}: {source}", path.display())]
+    CheckpointLog {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The working directory, where a PostgreSQL log spools by default, is unknown.
+    #[error("cannot find the working directory for the audit spool: {0}")]
+    SpoolDir(#[source] std::io::Error),
     /// The recorder could not start.
     #[error("cannot start the audit recorder: {0}")]
     Start(#[from] StartError),

@@ -45,7 +45,7 @@ mod error;
 mod serve;
 
 pub use audit::Audit;
-pub use builder::{AuditBuilder, DEFAULT_REQUEST_DRAIN_TIMEOUT};
+pub use builder::{AuditBuilder, DEFAULT_REQUEST_DRAIN_TIMEOUT, POSTGRES_SPOOL_DIR_PREFIX};
 pub use error::Error;
 
 /// The event model, the store trait and backends, and the recorder (`audit-store`).

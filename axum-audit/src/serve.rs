@@ -16,7 +16,10 @@ impl Audit {
     ///
     /// 1. stops accepting connections and lets the requests in flight finish, for up to the
     ///    request drain timeout (10 s by default, [`crate::AuditBuilder::request_drain_timeout`]);
-    /// 2. drains the recorder ([`Audit::shutdown`]): every event still queued is written.
+    /// 2. drains the recorder ([`Audit::shutdown`]): every event still queued is written,
+    ///    within the recorder's shutdown deadline (30 s by default,
+    ///    [`crate::AuditBuilder::shutdown_timeout`]); what the database does not take by then
+    ///    is spooled to a local file and written at the next start.
     ///
     /// The app is served with `ConnectInfo<SocketAddr>`, so the audit layer records the
     /// client IP. The recorder is drained even when serving failed; the serving error is

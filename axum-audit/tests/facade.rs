@@ -231,7 +231,21 @@ async fn sqlite_file_from_a_url() {
         .await
         .unwrap();
     let store = serve_record_and_drain(audit).await;
-    assert_eq!(all_events(&*store).await.len(), 6);
+    // The shutdown checkpointed the write-ahead log: it is empty, and the database file
+    // alone, copied without it, holds every event.
+    let wal = dir.path().join("audit.db-wal");
+    let wal_len = std::fs::metadata(&wal).map_or(0, |meta| meta.len());
+    assert_eq!(wal_len, 0, "{} still holds {wal_len} bytes", wal.display());
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(&file, copy.path().join("audit.db")).unwrap();
+    let alone = axum_audit::SqliteStore::connect(&format!(
+        "sqlite://{}",
+        copy.path().join("audit.db").display()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(all_events(&alone).await, all_events(&*store).await);
+    assert_eq!(all_events(&alone).await.len(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,4 +360,53 @@ async fn drop_schema(url: &str, schema: &str) {
         .execute(&pool)
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_with_a_key_file_and_a_checkpoint_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("audit-signing.key");
+    let log = dir.path().join("audit-checkpoints.ndjson");
+    let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let audit = Audit::builder()
+        .signing_key_file(&key)
+        .checkpoint_log(&log)
+        .connect(&url)
+        .await
+        .unwrap();
+    let public_key = audit.signer().unwrap().public_key_hex();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let event = AuditEvent::builder("Report", Action::Create)
+        .internal("nightly")
+        .build();
+    audit.recorder().record(event).await.unwrap();
+    audit.shutdown().await.unwrap();
+    // The shutdown checkpoint, signed with the file's key, is in the store and in the log.
+    let logged = audit_store::read_checkpoint_log(&log).unwrap();
+    let last = logged.last().expect("a checkpoint was logged");
+    assert_eq!(last.public_key, public_key);
+    assert_eq!(last.seq, 1);
+    let stored = audit.store().latest_checkpoint().await.unwrap().unwrap();
+    assert_eq!(&stored, last);
+    let report = audit_store::verify_chain(
+        &**audit.store(),
+        &audit_store::parse_public_key(&public_key).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(report.is_intact(), "{report:?}");
+
+    // The next start reads the same key rather than making a new one.
+    let again = Audit::builder()
+        .signing_key_file(&key)
+        .connect(&url)
+        .await
+        .unwrap();
+    assert_eq!(again.signer().unwrap().public_key_hex(), public_key);
+    again.shutdown().await.unwrap();
 }
