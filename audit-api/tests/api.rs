@@ -939,24 +939,31 @@ async fn mounted_page_lives_at_the_trailing_slash_and_the_bare_prefix_redirects(
         audit_api::AuditRouter::from_shared(common::sqlite_store().await, common::test_policy)
             .mount(common::PREFIX),
     );
-    let redirect = get(&mounted, Some("erin"), "?x=1").await;
+    page_lives_at_the_trailing_slash(&mounted).await;
+}
+
+/// The DESIGN.md layout: the page at `{prefix}/`, the bare prefix redirecting there with its
+/// query, the page's assets, access and the API beside it.
+async fn page_lives_at_the_trailing_slash(app: &axum::Router) {
+    let redirect = get(app, Some("erin"), "?x=1").await;
     assert_eq!(redirect.status, 308);
     assert_eq!(
         redirect.headers["location"],
         format!("{}/?x=1", common::PREFIX).as_str()
     );
-    let page = get(&mounted, Some("erin"), "/").await;
+    let page = get(app, Some("erin"), "/").await;
     assert_eq!(page.status, 200);
     assert!(page.text().contains("src=\"assets/app.js\""));
     assert!(!page.text().contains("<base"));
-    assert_eq!(
-        get(&mounted, Some("erin"), "/assets/app.css").await.status,
-        200
-    );
-    assert_eq!(get(&mounted, None, "/").await.status, 401);
-    assert_eq!(get(&mounted, Some("bob"), "/").await.status, 403);
-    assert_eq!(get(&mounted, Some("erin"), "/events").await.status, 200);
-    assert_eq!(get(&mounted, Some("erin"), "/nothing").await.status, 404);
+    assert_eq!(page.headers["cache-control"], "no-store");
+    assert_eq!(page.headers["x-content-type-options"], "nosniff");
+    assert_eq!(get(app, Some("erin"), "/assets/app.css").await.status, 200);
+    assert_eq!(get(app, None, "/").await.status, 401);
+    assert_eq!(get(app, Some("bob"), "/").await.status, 403);
+    assert_eq!(get(app, Some("erin"), "/events").await.status, 200);
+    let unknown = get(app, Some("erin"), "/nothing").await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error"], "not_found");
 }
 
 #[tokio::test]
@@ -987,28 +994,8 @@ async fn page_nested_as_a_service_lives_at_the_trailing_slash_like_mount() {
             audit_api::AuditRouter::from_shared(store.clone(), common::test_policy).into_router(),
         )
         .with_state(7);
-    let redirect = get(&nested, Some("erin"), "?x=1").await;
-    assert_eq!(redirect.status, 308);
-    assert_eq!(
-        redirect.headers["location"],
-        format!("{}/?x=1", common::PREFIX).as_str()
-    );
-    let page = get(&nested, Some("erin"), "/").await;
-    assert_eq!(page.status, 200);
-    assert!(page.text().contains("src=\"assets/app.js\""));
-    assert!(!page.text().contains("<base"));
-    assert_eq!(page.headers["cache-control"], "no-store");
-    assert_eq!(page.headers["x-content-type-options"], "nosniff");
-    assert_eq!(
-        get(&nested, Some("erin"), "/assets/app.css").await.status,
-        200
-    );
-    assert_eq!(get(&nested, Some("erin"), "/events").await.status, 200);
-    let unknown = get(&nested, Some("erin"), "/nothing").await;
-    assert_eq!(unknown.status, 404);
-    assert_eq!(unknown.json()["error"], "not_found");
+    page_lives_at_the_trailing_slash(&nested).await;
     // A denied visit to the page is recorded under the page's own route, once slashed.
-    assert_eq!(get(&nested, Some("bob"), "/").await.status, 403);
     let denials = store
         .query(
             &audit_store::EventFilter {

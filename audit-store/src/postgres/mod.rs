@@ -59,15 +59,20 @@ pub struct PostgresStore {
     signer: Option<Arc<CheckpointSigner>>,
 }
 
+/// Whether `name` is a plain lowercase SQL identifier of at most 63 characters: the only
+/// names (schemas, roles) ever spliced into SQL.
+pub(crate) fn is_plain_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
 /// A schema name is spliced into SQL, so only a plain lowercase identifier is accepted.
 fn validate_schema(schema: &str) -> Result<(), StoreError> {
-    let valid = !schema.is_empty()
-        && schema.len() <= 63
-        && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && schema
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if valid {
+    if is_plain_identifier(schema) {
         Ok(())
     } else {
         Err(StoreError::Config(format!(
