@@ -76,7 +76,7 @@ pub use recorder::{
     ShutdownError, StartError,
 };
 pub use reliability::{QuarantinedEvent, RecorderRun};
-pub use sanitize::{MAX_INDEXED_TEXT, NUL_REPLACEMENT, TRUNCATED_ATTRIBUTE};
+pub use sanitize::{MAX_INDEXED_TEXT, NUL_REPLACEMENT, REPLACED_ATTRIBUTE, TRUNCATED_ATTRIBUTE};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use store::{AuditStore, EventStream};

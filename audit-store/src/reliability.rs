@@ -39,6 +39,8 @@ pub struct RecorderRun {
     pub reported_at: DateTime<Utc>,
     /// Acknowledged events not yet committed: the most there were since the previous report.
     pub pending_events: u64,
+    /// The most events its queue can hold: a bound on what it can ever have lost.
+    pub queue_capacity: u64,
     /// When the run stopped after writing (or spooling) everything; `None` while it runs,
     /// and forever for a run that died.
     pub stopped_at: Option<DateTime<Utc>>,

@@ -9,6 +9,9 @@
 //!   2,700 bytes. Values of the indexed columns (`tenant`, `request_id`, `actor_id`,
 //!   `actor_email`, `category`, `resource_id`) are cut to [`MAX_INDEXED_TEXT`] bytes on both
 //!   backends, and the event's attribute [`TRUNCATED_ATTRIBUTE`] names the fields cut.
+//! * A duration that is not a finite number (NaN, infinity; only events a host builds itself
+//!   can have one): SQLite stores NaN as NULL, which the column refuses, and JSON has no such
+//!   number. It is stored as 0, and [`REPLACED_ATTRIBUTE`] names the field.
 
 use std::borrow::Cow;
 
@@ -25,18 +28,36 @@ pub const MAX_INDEXED_TEXT: usize = 1024;
 /// The attribute listing the fields cut to [`MAX_INDEXED_TEXT`].
 pub const TRUNCATED_ATTRIBUTE: &str = "_truncated";
 
+/// The attribute listing the fields whose value no backend can store, stored as a neutral
+/// value instead (`duration_ms` that is not finite: 0).
+pub const REPLACED_ATTRIBUTE: &str = "_replaced";
+
 /// The batch as the databases can store it; borrowed unchanged in the common case.
 pub(crate) fn storable(events: &[AuditEvent]) -> Cow<'_, [AuditEvent]> {
-    if !events.iter().any(|e| has_nul(e) || has_overlong(e)) {
+    if !events
+        .iter()
+        .any(|e| has_nul(e) || has_overlong(e) || !e.duration_ms.is_finite())
+    {
         return Cow::Borrowed(events);
     }
     Cow::Owned(
         events
             .iter()
             .cloned()
-            .map(|e| truncate_indexed(replace_nul(e)))
+            .map(|e| replace_invalid(truncate_indexed(replace_nul(e))))
             .collect(),
     )
+}
+
+fn replace_invalid(mut event: AuditEvent) -> AuditEvent {
+    if !event.duration_ms.is_finite() {
+        event.duration_ms = 0.0;
+        event.attributes.insert(
+            REPLACED_ATTRIBUTE.to_owned(),
+            Value::Array(vec![Value::from("duration_ms")]),
+        );
+    }
+    event
 }
 
 fn has_overlong(event: &AuditEvent) -> bool {
@@ -213,6 +234,20 @@ mod tests {
         assert_eq!(fixed[0].resource_name.as_deref(), Some("a\u{FFFD}b"));
         assert_eq!(fixed[0].attributes["k\u{FFFD}"]["x"][0], "\u{FFFD}");
         assert!(!has_nul(&fixed[0]));
+    }
+
+    #[test]
+    fn a_duration_that_is_not_a_number_is_stored_as_zero_and_marked() {
+        let mut event = AuditEvent::builder("Model", Action::Create)
+            .http(HttpFacts::new("POST", "/m", "/m", 201))
+            .build();
+        event.duration_ms = f64::NAN;
+        let fixed = storable(std::slice::from_ref(&event)).into_owned();
+        assert_eq!(fixed[0].duration_ms, 0.0);
+        assert_eq!(
+            fixed[0].attributes[REPLACED_ATTRIBUTE],
+            serde_json::json!(["duration_ms"])
+        );
     }
 
     #[test]

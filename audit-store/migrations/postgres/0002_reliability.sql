@@ -24,6 +24,7 @@ CREATE TABLE {schema}.audit_recorder_runs (
     started_at     TIMESTAMPTZ NOT NULL,
     reported_at    TIMESTAMPTZ NOT NULL,
     pending_events BIGINT      NOT NULL,
+    queue_capacity BIGINT      NOT NULL,
     stopped_at     TIMESTAMPTZ
 );
 

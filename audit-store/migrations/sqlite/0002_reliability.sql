@@ -18,7 +18,9 @@ END;
 -- One row per recorder instance: its current (or last) run, as it last reported itself.
 -- `stopped_at` stays NULL until the run stops cleanly, so a row still NULL at the next start
 -- of the same instance is a run that ended without draining (kill -9, power loss).
--- Times are microseconds since the Unix epoch.
+-- `pending_events` is the most acknowledged events that were not yet written since the
+-- previous report, `queue_capacity` the most there can ever be. Times are microseconds since
+-- the Unix epoch.
 CREATE TABLE audit_recorder_runs (
     instance       TEXT    PRIMARY KEY,
     run_id         TEXT    NOT NULL,
@@ -28,5 +30,6 @@ CREATE TABLE audit_recorder_runs (
     started_at     INTEGER NOT NULL,
     reported_at    INTEGER NOT NULL,
     pending_events INTEGER NOT NULL,
+    queue_capacity INTEGER NOT NULL,
     stopped_at     INTEGER
 );

@@ -215,11 +215,12 @@ impl PostgresStore {
             DateTime<Utc>,
             DateTime<Utc>,
             i64,
+            i64,
             Option<DateTime<Utc>>,
         );
         let statement = format!(
             "SELECT instance, run_id, host, pid, delivery, started_at, reported_at, \
-             pending_events, stopped_at FROM {}.audit_recorder_runs WHERE instance = $1",
+             pending_events, queue_capacity, stopped_at FROM {}.audit_recorder_runs WHERE instance = $1",
             self.schema
         );
         let row: Option<Row> = sqlx::query_as(AssertSqlSafe(statement))
@@ -235,6 +236,7 @@ impl PostgresStore {
             started_at,
             reported_at,
             pending,
+            capacity,
             stopped_at,
         )) = row
         else {
@@ -250,6 +252,7 @@ impl PostgresStore {
             started_at,
             reported_at,
             pending_events: u64::try_from(pending).map_err(|_| corrupt("pending_events"))?,
+            queue_capacity: u64::try_from(capacity).map_err(|_| corrupt("queue_capacity"))?,
             stopped_at,
             instance,
         }))
@@ -258,12 +261,12 @@ impl PostgresStore {
     pub(super) async fn write_run(&self, run: &RecorderRun) -> Result<(), StoreError> {
         let statement = format!(
             "INSERT INTO {}.audit_recorder_runs (instance, run_id, host, pid, delivery, \
-             started_at, reported_at, pending_events, stopped_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             started_at, reported_at, pending_events, queue_capacity, stopped_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (instance) DO UPDATE SET run_id = excluded.run_id, \
              host = excluded.host, pid = excluded.pid, delivery = excluded.delivery, \
              started_at = excluded.started_at, reported_at = excluded.reported_at, \
-             pending_events = excluded.pending_events, stopped_at = excluded.stopped_at",
+             pending_events = excluded.pending_events, queue_capacity = excluded.queue_capacity, stopped_at = excluded.stopped_at",
             self.schema
         );
         sqlx::query(AssertSqlSafe(statement))
@@ -275,6 +278,7 @@ impl PostgresStore {
             .bind(run.started_at)
             .bind(run.reported_at)
             .bind(i64::try_from(run.pending_events).unwrap_or(i64::MAX))
+            .bind(i64::try_from(run.queue_capacity).unwrap_or(i64::MAX))
             .bind(run.stopped_at)
             .execute(&self.pool)
             .await?;

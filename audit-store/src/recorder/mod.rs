@@ -451,7 +451,11 @@ impl RecorderBuilder {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let (sender, receiver) = mpsc::unbounded_channel();
         let interval = self.config.checkpoint_interval;
-        let identity = runs::Identity::new(self.config.instance.as_deref(), self.config.delivery);
+        let identity = runs::Identity::new(
+            self.config.instance.as_deref(),
+            self.config.delivery,
+            self.config.max_queue_events,
+        );
         let spool_dir = self
             .config
             .spool_dir

@@ -27,10 +27,15 @@ pub(crate) struct Identity {
     pub(crate) pid: u32,
     pub(crate) started_at: DateTime<Utc>,
     pub(crate) durable: bool,
+    pub(crate) queue_capacity: u64,
 }
 
 impl Identity {
-    pub(crate) fn new(instance: Option<&str>, delivery: DeliveryMode) -> Self {
+    pub(crate) fn new(
+        instance: Option<&str>,
+        delivery: DeliveryMode,
+        queue_capacity: usize,
+    ) -> Self {
         let host = host_name();
         Self {
             instance: instance.map_or_else(|| file_safe(&host), str::to_owned),
@@ -39,6 +44,7 @@ impl Identity {
             pid: std::process::id(),
             started_at: Utc::now(),
             durable: delivery == DeliveryMode::Durable,
+            queue_capacity: queue_capacity as u64,
         }
     }
 
@@ -54,6 +60,7 @@ impl Identity {
             started_at: self.started_at,
             reported_at: now,
             pending_events,
+            queue_capacity: self.queue_capacity,
             stopped_at: stopped.then_some(now),
         }
     }
@@ -124,8 +131,9 @@ pub(crate) fn unclean_stop_record(previous: &RecorderRun) -> AuditEvent {
     } else {
         format!(
             "the previous run of recorder instance {} ended without draining at about \
-             {last_report}; up to {missing} acknowledged events may be missing",
-            previous.instance
+             {last_report}; up to {missing} acknowledged events may be missing (what it last \
+             reported as unwritten; never more than {}, its queue's capacity)",
+            previous.instance, previous.queue_capacity
         )
     };
     let action = Action::custom(GAP_ACTION).unwrap_or(Action::View);
@@ -138,6 +146,7 @@ pub(crate) fn unclean_stop_record(previous: &RecorderRun) -> AuditEvent {
         .attribute("previous_host", previous.host.clone())
         .attribute("last_report_at", Value::String(last_report))
         .attribute("possibly_missing_events", missing)
+        .attribute("queue_capacity", previous.queue_capacity)
         .attribute(
             "delivery",
             if previous.durable {

@@ -141,11 +141,12 @@ impl Writer {
     }
 
     pub(crate) async fn run(mut self) {
-        let outcome = match self.recover().await {
+        let recovered = self.recover().await;
+        self.shared.mark_recovered();
+        let outcome = match recovered {
             Outcome::Written => self.serve().await,
             Outcome::Interrupted => Outcome::Interrupted,
         };
-        self.shared.mark_recovered();
         match outcome {
             Outcome::Written => self.stopped_cleanly().await,
             Outcome::Interrupted => {

@@ -141,17 +141,28 @@ impl SqliteStore {
             i64,
             i64,
             i64,
+            i64,
             Option<i64>,
         );
         let row: Option<Row> = sqlx::query_as(
             "SELECT instance, run_id, host, pid, delivery, started_at, reported_at, \
-             pending_events, stopped_at FROM audit_recorder_runs WHERE instance = ?",
+             pending_events, queue_capacity, stopped_at FROM audit_recorder_runs WHERE instance = ?",
         )
         .bind(instance)
         .fetch_optional(&self.writer)
         .await?;
-        let Some((instance, run_id, host, pid, delivery, started, reported, pending, stopped)) =
-            row
+        let Some((
+            instance,
+            run_id,
+            host,
+            pid,
+            delivery,
+            started,
+            reported,
+            pending,
+            capacity,
+            stopped,
+        )) = row
         else {
             return Ok(None);
         };
@@ -165,6 +176,7 @@ impl SqliteStore {
             started_at: micros(started)?,
             reported_at: micros(reported)?,
             pending_events: u64::try_from(pending).map_err(|_| corrupt("pending_events"))?,
+            queue_capacity: u64::try_from(capacity).map_err(|_| corrupt("queue_capacity"))?,
             stopped_at: stopped.map(micros).transpose()?,
             instance,
         }))
@@ -173,7 +185,7 @@ impl SqliteStore {
     pub(super) async fn write_run(&self, run: &RecorderRun) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO audit_recorder_runs (instance, run_id, host, pid, delivery, started_at, \
-             reported_at, pending_events, stopped_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             reported_at, pending_events, queue_capacity, stopped_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (instance) DO UPDATE SET run_id = excluded.run_id, host = excluded.host, \
              pid = excluded.pid, delivery = excluded.delivery, started_at = excluded.started_at, \
              reported_at = excluded.reported_at, pending_events = excluded.pending_events, \
@@ -187,6 +199,7 @@ impl SqliteStore {
         .bind(run.started_at.timestamp_micros())
         .bind(run.reported_at.timestamp_micros())
         .bind(i64::try_from(run.pending_events).unwrap_or(i64::MAX))
+        .bind(i64::try_from(run.queue_capacity).unwrap_or(i64::MAX))
         .bind(run.stopped_at.map(|at| at.timestamp_micros()))
         .execute(&self.writer)
         .await?;

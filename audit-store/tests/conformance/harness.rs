@@ -68,30 +68,33 @@ impl Harness {
         }
     }
 
-    /// Runs one statement with `{events}` replaced by the events table; returns rows affected.
+    /// Runs one statement with `{events}`, `{checkpoints}`, `{quarantine}`, `{chain_head}` and
+    /// `{runs}` replaced by the store's tables; returns rows affected.
     pub async fn raw(&self, statement: &str) -> Result<u64, sqlx::Error> {
+        const TABLES: [(&str, &str); 5] = [
+            ("{events}", "audit_events"),
+            ("{checkpoints}", "audit_checkpoints"),
+            ("{quarantine}", "audit_quarantine"),
+            ("{chain_head}", "audit_chain_head"),
+            ("{runs}", "audit_recorder_runs"),
+        ];
+        let mut statement = statement.to_owned();
+        for (placeholder, table) in TABLES {
+            let qualified = match &self.backend {
+                Backend::Sqlite { .. } => table.to_owned(),
+                Backend::Postgres { store } => format!("{}.{table}", store.schema()),
+            };
+            statement = statement.replace(placeholder, &qualified);
+        }
         match &self.backend {
-            Backend::Sqlite { store, .. } => {
-                let statement = statement
-                    .replace("{events}", "audit_events")
-                    .replace("{checkpoints}", "audit_checkpoints");
-                sqlx::query(AssertSqlSafe(statement))
-                    .execute(store.writer_pool())
-                    .await
-                    .map(|r| r.rows_affected())
-            }
-            Backend::Postgres { store } => {
-                let statement = statement
-                    .replace("{events}", &format!("{}.audit_events", store.schema()))
-                    .replace(
-                        "{checkpoints}",
-                        &format!("{}.audit_checkpoints", store.schema()),
-                    );
-                sqlx::query(AssertSqlSafe(statement))
-                    .execute(store.pool())
-                    .await
-                    .map(|r| r.rows_affected())
-            }
+            Backend::Sqlite { store, .. } => sqlx::query(AssertSqlSafe(statement))
+                .execute(store.writer_pool())
+                .await
+                .map(|r| r.rows_affected()),
+            Backend::Postgres { store } => sqlx::query(AssertSqlSafe(statement))
+                .execute(store.pool())
+                .await
+                .map(|r| r.rows_affected()),
         }
     }
 

@@ -56,6 +56,8 @@ all_backends!(
     concurrent_appends_lose_nothing,
     failed_batch_is_atomic,
     retried_batches_are_idempotent,
+    quarantine_keeps_refused_events,
+    recorder_runs_are_kept_per_instance,
     two_stores_share_one_database,
     clean_chain_verifies,
     modified_row_is_detected,

@@ -12,6 +12,7 @@ use futures_util::TryStreamExt;
 use serde_json::json;
 
 use audit_store::verify_chain;
+use audit_store::{QuarantinedEvent, RecorderRun};
 
 use crate::harness::Harness;
 use crate::model::{self, expected, ids, varied_events, walk};
@@ -1115,4 +1116,80 @@ pub async fn chain_walk_crosses_gaps_wider_than_a_chunk(h: &Harness) {
             next_seq: 11_001
         })
     );
+}
+
+/// Refused events are kept in an append-only quarantine, exactly as submitted.
+pub async fn quarantine_keeps_refused_events(h: &Harness) {
+    let mut events = varied_events(19, 2);
+    events[0]
+        .attributes
+        .insert("note".into(), "NUL \u{0} inside".into());
+    events[1].resource_name = Some("x".repeat(5000));
+    let at = audit_store::truncate_to_micros(chrono::Utc::now());
+    let entries: Vec<QuarantinedEvent> = events
+        .iter()
+        .map(|event| QuarantinedEvent {
+            event: event.clone(),
+            error: "refused: value \u{0} not allowed".into(),
+            quarantined_at: at,
+        })
+        .collect();
+    h.store.quarantine(&entries).await.unwrap();
+    let kept = h.store.quarantined().await.unwrap();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(
+        kept[0].event, events[0],
+        "kept exactly as submitted, NUL included"
+    );
+    assert_eq!(kept[1].event, events[1]);
+    assert_eq!(kept[0].quarantined_at, at);
+    for statement in [
+        "UPDATE {quarantine} SET error = 'x'",
+        "DELETE FROM {quarantine}",
+    ] {
+        let refused = h.raw(statement).await.unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains(audit_store::APPEND_ONLY_MESSAGE),
+            "{statement}: {refused}"
+        );
+    }
+    // Not in the log: nothing a reader sees changes.
+    assert!(
+        all(&*h.store, &filter(), &TenantScope::All)
+            .await
+            .is_empty()
+    );
+}
+
+/// One report row per recorder instance, replaced by each report.
+pub async fn recorder_runs_are_kept_per_instance(h: &Harness) {
+    assert_eq!(h.store.recorder_run("web-1").await.unwrap(), None);
+    let at = audit_store::truncate_to_micros(chrono::Utc::now());
+    let mut run = RecorderRun {
+        instance: "web-1".into(),
+        run_id: uuid::Uuid::now_v7(),
+        host: "host-a".into(),
+        pid: 4242,
+        durable: false,
+        started_at: at,
+        reported_at: at,
+        pending_events: 17,
+        queue_capacity: 10_000,
+        stopped_at: None,
+    };
+    h.store.report_run(&run).await.unwrap();
+    let other = RecorderRun {
+        instance: "web-2".into(),
+        durable: true,
+        ..run.clone()
+    };
+    h.store.report_run(&other).await.unwrap();
+    run.pending_events = 3;
+    run.reported_at = at + chrono::Duration::seconds(2);
+    run.stopped_at = Some(run.reported_at);
+    h.store.report_run(&run).await.unwrap();
+    assert_eq!(h.store.recorder_run("web-1").await.unwrap(), Some(run));
+    assert_eq!(h.store.recorder_run("web-2").await.unwrap(), Some(other));
 }
