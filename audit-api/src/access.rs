@@ -1,6 +1,8 @@
 //! The access-policy hook: the host says who the viewer is and what they may see.
 
+use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 
 use async_trait::async_trait;
 use audit_store::TenantScope;
@@ -116,6 +118,12 @@ pub enum Access {
     Viewer(Viewer),
 }
 
+impl From<Viewer> for Access {
+    fn from(viewer: Viewer) -> Self {
+        Access::Viewer(viewer)
+    }
+}
+
 /// Decides, from the request head, who is looking at the audit log and what they may do.
 ///
 /// Implement it on a type, or pass a closure `Fn(&Parts) -> impl Future<Output = Access>`.
@@ -171,5 +179,88 @@ where
 {
     async fn access(&self, request: &Parts) -> Access {
         (self)(request).await
+    }
+}
+
+/// A policy that reuses the host's own authentication: its middleware has already found the
+/// signed-in user and stored them in the request extensions (`request.extensions_mut().insert(user)`),
+/// and this policy maps that value to a [`Viewer`] (or any [`Access`]). A request without
+/// the extension is [`Access::Unauthenticated`].
+///
+/// Nest the audit router *behind* that middleware, so the extension is there when the router
+/// asks. A signed-in user who may not read the log is a viewer without permissions
+/// (`Viewer::new(scope)`), answered 403; name them with [`Viewer::id`] so the log's record
+/// of that denial says who it was.
+///
+/// ```
+/// use audit_api::{AccessPolicy, ExtensionPolicy, Viewer};
+/// use audit_store::TenantScope;
+///
+/// /// What the host's auth middleware stores for a signed-in user.
+/// #[derive(Clone)]
+/// struct User {
+///     id: String,
+///     tenant: String,
+///     is_auditor: bool,
+/// }
+///
+/// let policy = ExtensionPolicy::new(|user: &User| {
+///     Viewer::new(TenantScope::only([&user.tenant]))
+///         .id(&user.id)
+///         .can_view(user.is_auditor)
+///         .can_export(user.is_auditor)
+/// });
+/// fn takes_policy(_: impl AccessPolicy) {}
+/// takes_policy(policy);
+/// ```
+pub struct ExtensionPolicy<U, F> {
+    to_access: F,
+    user: PhantomData<fn(&U)>,
+}
+
+impl<U, F> ExtensionPolicy<U, F> {
+    /// A policy calling `to_access` with the `U` the host's middleware stored in the request
+    /// extensions; `to_access` returns a [`Viewer`] or an [`Access`].
+    pub fn new<A>(to_access: F) -> Self
+    where
+        F: Fn(&U) -> A,
+        A: Into<Access>,
+    {
+        ExtensionPolicy {
+            to_access,
+            user: PhantomData,
+        }
+    }
+}
+
+impl<U, F: Clone> Clone for ExtensionPolicy<U, F> {
+    fn clone(&self) -> Self {
+        ExtensionPolicy {
+            to_access: self.to_access.clone(),
+            user: PhantomData,
+        }
+    }
+}
+
+impl<U, F> fmt::Debug for ExtensionPolicy<U, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExtensionPolicy")
+            .field("extension", &std::any::type_name::<U>())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl<U, F, A> AccessPolicy for ExtensionPolicy<U, F>
+where
+    U: Send + Sync + 'static,
+    F: Fn(&U) -> A + Send + Sync + 'static,
+    A: Into<Access>,
+{
+    async fn access(&self, request: &Parts) -> Access {
+        match request.extensions.get::<U>() {
+            Some(user) => (self.to_access)(user).into(),
+            None => Access::Unauthenticated,
+        }
     }
 }

@@ -4,7 +4,7 @@ use audit_store::{AuditEvent, TenantScope};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequestParts, OriginalUri, Path, RawQuery, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, OriginalUri, Path, RawQuery, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
@@ -21,19 +21,25 @@ use crate::params::{Endpoint, PARAMETERS, ParsedQuery, parse_query};
 use crate::router::AppState;
 use crate::self_audit::export_event;
 
-/// `GET /`: the Activity log page; see [`crate::AuditRouter::into_router`] and
-/// [`crate::AuditRouter::mount`] for where it lives.
+/// `GET /`: the Activity log page. It lives at the prefix with a trailing slash; a request
+/// for the bare prefix is redirected there whenever that URL reaches this router
+/// ([`crate::AuditRouter::mount`], or `Router::nest_service`, whose matched route then ends
+/// in `/`). Under `Router::nest`, axum routes only the bare prefix here, so the page is served
+/// there, with a `<base href>` that resolves its relative links under the prefix.
 pub(crate) async fn page(
     CanViewPage(viewer): CanViewPage,
     State(state): State<AppState>,
     OriginalUri(original): OriginalUri,
+    matched: Option<MatchedPath>,
     RawQuery(raw): RawQuery,
 ) -> Response {
     let path = original.path();
     if path.ends_with('/') {
         return page::activity_log(&viewer, None);
     }
-    if state.page_at_trailing_slash {
+    let trailing_slash_is_routed = state.page_at_trailing_slash
+        || matched.is_some_and(|matched| matched.as_str().ends_with('/'));
+    if trailing_slash_is_routed {
         let target = match raw {
             Some(query) => format!("{path}/?{query}"),
             None => format!("{path}/"),

@@ -57,9 +57,14 @@ mod params;
 mod router;
 mod self_audit;
 
-pub use access::{Access, AccessPolicy, Permission, Viewer};
+pub use access::{Access, AccessPolicy, ExtensionPolicy, Permission, Viewer};
 pub use error::ApiError;
 pub use export::{Column, ExportFormat};
+#[cfg(feature = "utoipa")]
+pub use openapi::openapi;
 pub use params::{Endpoint, PARAMETERS, ParameterSpec, ValueKind};
 pub use router::{AuditRouter, router};
 pub use self_audit::{AUDIT_LOG_CATEGORY, AuditSink, RecorderSink, SinkError};
+/// The utoipa release [`openapi()`] returns a document of (feature `utoipa`).
+#[cfg(feature = "utoipa")]
+pub use utoipa;

@@ -31,7 +31,7 @@ mod schemas {
 
     /// One audit event.
     #[derive(ToSchema)]
-    pub(crate) struct Event {
+    pub(crate) struct AuditEvent {
         /// UUIDv7, time-ordered.
         #[schema(format = Uuid)]
         pub id: String,
@@ -48,7 +48,7 @@ mod schemas {
         /// snake_case, e.g. `create`, `train`, `download`.
         pub action: String,
         #[schema(inline)]
-        pub outcome: Outcome,
+        pub outcome: AuditOutcome,
         pub reason: Option<String>,
         pub resource_id: Option<String>,
         pub resource_name: Option<String>,
@@ -65,14 +65,14 @@ mod schemas {
         pub attributes: serde_json::Value,
         /// Where the event sits in the store's hash chain (tamper evidence); absent when the
         /// store keeps no chain.
-        pub chain: Option<ChainLink>,
+        pub chain: Option<AuditChainLink>,
     }
 
     /// A stored event's link in the hash chain:
     /// `hash = SHA-256("audit-chain-v1\0" ‖ prev_hash ‖ seq as 8 bytes big-endian ‖ canonical JSON)`,
     /// the canonical JSON being the event without `chain`, keys sorted at every level, compact.
     #[derive(ToSchema)]
-    pub(crate) struct ChainLink {
+    pub(crate) struct AuditChainLink {
         /// Position in the chain, from 1, without gaps.
         #[schema(minimum = 1)]
         pub seq: u64,
@@ -86,7 +86,7 @@ mod schemas {
     /// `created_at`". The signed bytes are `"audit-checkpoint-v1\0" ‖ seq (8 bytes BE) ‖
     /// head (32 bytes) ‖ created_at in Unix microseconds (8 bytes BE) ‖ kind`.
     #[derive(ToSchema)]
-    pub(crate) struct Checkpoint {
+    pub(crate) struct AuditCheckpoint {
         /// Sequence number of the chain head (for `purge`: of the last removed event).
         pub seq: u64,
         /// Hash of the chain head, 64 hex digits.
@@ -95,7 +95,7 @@ mod schemas {
         #[schema(format = DateTime)]
         pub created_at: String,
         #[schema(inline)]
-        pub kind: CheckpointKind,
+        pub kind: AuditCheckpointKind,
         /// The signer's Ed25519 public key, 64 hex digits.
         pub public_key: String,
         /// The Ed25519 signature, 128 hex digits.
@@ -104,7 +104,7 @@ mod schemas {
 
     /// The signed manifest of an export.
     #[derive(ToSchema)]
-    pub(crate) struct ExportManifest {
+    pub(crate) struct AuditExportManifest {
         /// 1.
         pub version: u64,
         /// The filter parameters of the export, under their canonical names.
@@ -127,7 +127,7 @@ mod schemas {
         pub min_seq: Option<u64>,
         pub max_seq: Option<u64>,
         /// The latest checkpoint when the manifest was made, or null.
-        pub checkpoint: Option<Checkpoint>,
+        pub checkpoint: Option<AuditCheckpoint>,
         /// RFC 3339 UTC, microseconds.
         #[schema(format = DateTime)]
         pub created_at: String,
@@ -140,7 +140,7 @@ mod schemas {
     /// Why a checkpoint was written.
     #[derive(ToSchema)]
     #[schema(rename_all = "snake_case")]
-    pub(crate) enum CheckpointKind {
+    pub(crate) enum AuditCheckpointKind {
         Periodic,
         Shutdown,
         Purge,
@@ -150,32 +150,32 @@ mod schemas {
     /// Whether the action was allowed.
     #[derive(ToSchema)]
     #[schema(rename_all = "lowercase")]
-    pub(crate) enum Outcome {
+    pub(crate) enum AuditOutcome {
         Allow,
         Deny,
     }
 
     /// One page of events, newest first.
     #[derive(ToSchema)]
-    pub(crate) struct EventPage {
-        pub items: Vec<Event>,
+    pub(crate) struct AuditEventPage {
+        pub items: Vec<AuditEvent>,
         /// Pass back as `cursor` for the next page; null on the last page.
         pub next_cursor: Option<String>,
     }
 
     /// The values the viewer may filter on.
     #[derive(ToSchema)]
-    pub(crate) struct Facets {
+    pub(crate) struct AuditFacets {
         pub categories: Vec<String>,
         pub actions: Vec<String>,
-        pub users: Vec<FacetUser>,
+        pub users: Vec<AuditFacetUser>,
         #[schema(inline)]
-        pub outcomes: Vec<Outcome>,
+        pub outcomes: Vec<AuditOutcome>,
     }
 
     /// One actor offered as a `user` filter value.
     #[derive(ToSchema)]
-    pub(crate) struct FacetUser {
+    pub(crate) struct AuditFacetUser {
         pub id: Option<String>,
         pub email: Option<String>,
         pub name: Option<String>,
@@ -183,7 +183,7 @@ mod schemas {
 
     /// Every error: 400, 401, 403, 404, 503.
     #[derive(ToSchema)]
-    pub(crate) struct Error {
+    pub(crate) struct AuditError {
         /// `invalid_parameter`, `unauthenticated`, `forbidden`, `not_found`,
         /// `store_unavailable`, `audit_unavailable`, `not_configured` (501), `internal_error`.
         pub error: String,
@@ -284,18 +284,20 @@ fn operation(route: &RouteSpec) -> Operation {
             .description("The web page")
             .content("text/html", ContentBuilder::new().build())
             .build(),
-        Produces::EventPage => {
-            json_response("One page of events", schema_ref::<schemas::EventPage>())
-        }
-        Produces::Event => json_response("The event", schema_ref::<schemas::Event>()),
-        Produces::Facets => json_response("The facets", schema_ref::<schemas::Facets>()),
+        Produces::EventPage => json_response(
+            "One page of events",
+            schema_ref::<schemas::AuditEventPage>(),
+        ),
+        Produces::Event => json_response("The event", schema_ref::<schemas::AuditEvent>()),
+        Produces::Facets => json_response("The facets", schema_ref::<schemas::AuditFacets>()),
         Produces::Manifest => json_response(
             "The signed manifest",
-            schema_ref::<schemas::ExportManifest>(),
+            schema_ref::<schemas::AuditExportManifest>(),
         ),
-        Produces::Checkpoint => {
-            json_response("The latest checkpoint", schema_ref::<schemas::Checkpoint>())
-        }
+        Produces::Checkpoint => json_response(
+            "The latest checkpoint",
+            schema_ref::<schemas::AuditCheckpoint>(),
+        ),
         Produces::OpenApi => json_response(
             "This document",
             RefOr::T(Schema::Object(
@@ -317,7 +319,7 @@ fn operation(route: &RouteSpec) -> Operation {
                 ContentBuilder::new()
                     .schema(Some(RefOr::T(Schema::Array(
                         ArrayBuilder::new()
-                            .items(schema_ref::<schemas::Event>())
+                            .items(schema_ref::<schemas::AuditEvent>())
                             .build(),
                     ))))
                     .build(),
@@ -325,12 +327,12 @@ fn operation(route: &RouteSpec) -> Operation {
             .content(
                 "application/x-ndjson",
                 ContentBuilder::new()
-                    .schema(Some(schema_ref::<schemas::Event>()))
+                    .schema(Some(schema_ref::<schemas::AuditEvent>()))
                     .build(),
             )
             .build(),
     };
-    let error = |description: &str| json_response(description, schema_ref::<schemas::Error>());
+    let error = |description: &str| json_response(description, schema_ref::<schemas::AuditError>());
     let mut builder = OperationBuilder::new()
         .operation_id(Some(route.operation_id))
         .summary(Some(route.summary))
@@ -366,6 +368,29 @@ fn operation(route: &RouteSpec) -> Operation {
     builder.build()
 }
 
+/// The router's OpenAPI document, to nest into a host's own utoipa document at the prefix the
+/// router is mounted at. Paths are relative to that prefix (`/`, `/events`, ...), operations
+/// are tagged `audit log`, and the schemas are named `Audit…` so they do not collide with
+/// the host's. Unlike the `/openapi.json` the router serves, it names no server: the host's
+/// document says where the API lives. Needs utoipa 6, the release this crate builds with.
+///
+/// ```
+/// use utoipa::OpenApi;
+///
+/// #[derive(OpenApi)]
+/// #[openapi(info(title = "Mix Modeler"))]
+/// struct HostApi;
+///
+/// let document = HostApi::openapi().nest("/admin/audit", audit_api::openapi());
+/// assert!(document.paths.paths.contains_key("/admin/audit/events"));
+/// ```
+#[cfg(feature = "utoipa")]
+pub fn openapi() -> OpenApi {
+    let mut document = document();
+    document.servers = None;
+    document
+}
+
 /// The document as a value.
 pub(crate) fn document() -> OpenApi {
     let mut paths = PathsBuilder::new();
@@ -388,14 +413,14 @@ pub(crate) fn document() -> OpenApi {
         .paths(paths.build())
         .components(Some(
             ComponentsBuilder::new()
-                .schema_from::<schemas::Event>()
-                .schema_from::<schemas::ChainLink>()
-                .schema_from::<schemas::Checkpoint>()
-                .schema_from::<schemas::ExportManifest>()
-                .schema_from::<schemas::EventPage>()
-                .schema_from::<schemas::Facets>()
-                .schema_from::<schemas::FacetUser>()
-                .schema_from::<schemas::Error>()
+                .schema_from::<schemas::AuditEvent>()
+                .schema_from::<schemas::AuditChainLink>()
+                .schema_from::<schemas::AuditCheckpoint>()
+                .schema_from::<schemas::AuditExportManifest>()
+                .schema_from::<schemas::AuditEventPage>()
+                .schema_from::<schemas::AuditFacets>()
+                .schema_from::<schemas::AuditFacetUser>()
+                .schema_from::<schemas::AuditError>()
                 .build(),
         ))
         .build()

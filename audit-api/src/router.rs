@@ -242,13 +242,33 @@ impl AuditRouter {
         self
     }
 
-    /// The axum router to nest with `.nest("/admin/audit", router)`.
+    /// The axum router to nest under a prefix. Where the page lives depends on how:
     ///
-    /// axum 0.8's `nest` routes the router's `/` to the bare prefix (`/admin/audit`) and
-    /// does not route the prefix with a trailing slash at all, so the page is served at the
-    /// bare prefix with a `<base href>` ending in `/`, which makes its relative links
-    /// resolve under the prefix. To get the DESIGN.md layout (page at `/admin/audit/`, bare
-    /// prefix redirecting there) use [`AuditRouter::mount`] instead.
+    /// - `.nest_service("/admin/audit", router)` (recommended, and it works in a host
+    ///   `Router<S>` of any state): the page at `/admin/audit/`, the bare `/admin/audit`
+    ///   redirecting there (308), exactly like [`AuditRouter::mount`].
+    /// - `.nest("/admin/audit", router)`: axum 0.8 routes the router's `/` to the bare
+    ///   prefix only and never passes `/admin/audit/` to a nested router (the host's
+    ///   fallback answers it, normally an empty 404). So the page is served at the bare
+    ///   prefix, with a `<base href="/admin/audit/">` that makes its relative links resolve
+    ///   under the prefix.
+    ///
+    /// Everything else (`/admin/audit/events` and so on) is the same either way.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use audit_api::{Access, AuditRouter};
+    /// use audit_store::SqliteStore;
+    /// use http::request::Parts;
+    ///
+    /// let store = SqliteStore::connect("sqlite::memory:").await?;
+    /// let nobody = |_: &Parts| async { Access::Unauthenticated };
+    /// let app: axum::Router =
+    ///     axum::Router::new().nest_service("/admin/audit", AuditRouter::new(store, nobody).into_router());
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+    /// ```
     pub fn into_router(self) -> Router {
         let (routes, state) = self.build(false);
         routes

@@ -140,10 +140,12 @@ impl RequestFacts {
             .extensions
             .get::<OriginalUri>()
             .map_or_else(|| parts.uri.path().to_owned(), |uri| uri.path().to_owned());
-        let route = parts
-            .extensions
-            .get::<MatchedPath>()
-            .map_or_else(|| path.clone(), |matched| matched.as_str().to_owned());
+        // Under `Router::nest_service` the page's route is the outer `{prefix}/` followed by
+        // the router's own `/`; a pattern never means `//`.
+        let route = parts.extensions.get::<MatchedPath>().map_or_else(
+            || path.clone(),
+            |matched| matched.as_str().replace("//", "/"),
+        );
         RequestFacts {
             method: parts.method.as_str().to_owned(),
             route,

@@ -893,20 +893,22 @@ async fn openapi_lists_every_route_and_parameter() {
         .cloned()
         .collect();
     event_keys.sort();
-    let mut schema_keys: Vec<String> = document["components"]["schemas"]["Event"]["properties"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect();
+    let mut schema_keys: Vec<String> =
+        document["components"]["schemas"]["AuditEvent"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
     schema_keys.sort();
     assert_eq!(schema_keys, event_keys);
-    let mut facet_keys: Vec<String> = document["components"]["schemas"]["Facets"]["properties"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect();
+    let mut facet_keys: Vec<String> =
+        document["components"]["schemas"]["AuditFacets"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
     facet_keys.sort();
     assert_eq!(facet_keys, ["actions", "categories", "outcomes", "users"]);
     // The column names are the event's fields, but for its chain link.
@@ -914,11 +916,11 @@ async fn openapi_lists_every_route_and_parameter() {
     columns.sort();
     event_keys.retain(|key| key != "chain");
     assert_eq!(columns, event_keys);
-    let link = &document["components"]["schemas"]["ChainLink"]["properties"];
+    let link = &document["components"]["schemas"]["AuditChainLink"]["properties"];
     for key in ["seq", "prev_hash", "hash"] {
         assert!(link[key].is_object(), "ChainLink.{key}");
     }
-    let checkpoint = &document["components"]["schemas"]["Checkpoint"]["properties"];
+    let checkpoint = &document["components"]["schemas"]["AuditCheckpoint"]["properties"];
     for key in [
         "seq",
         "head",
@@ -937,24 +939,31 @@ async fn mounted_page_lives_at_the_trailing_slash_and_the_bare_prefix_redirects(
         audit_api::AuditRouter::from_shared(common::sqlite_store().await, common::test_policy)
             .mount(common::PREFIX),
     );
-    let redirect = get(&mounted, Some("erin"), "?x=1").await;
+    page_lives_at_the_trailing_slash(&mounted).await;
+}
+
+/// The DESIGN.md layout: the page at `{prefix}/`, the bare prefix redirecting there with its
+/// query, the page's assets, access and the API beside it.
+async fn page_lives_at_the_trailing_slash(app: &axum::Router) {
+    let redirect = get(app, Some("erin"), "?x=1").await;
     assert_eq!(redirect.status, 308);
     assert_eq!(
         redirect.headers["location"],
         format!("{}/?x=1", common::PREFIX).as_str()
     );
-    let page = get(&mounted, Some("erin"), "/").await;
+    let page = get(app, Some("erin"), "/").await;
     assert_eq!(page.status, 200);
     assert!(page.text().contains("src=\"assets/app.js\""));
     assert!(!page.text().contains("<base"));
-    assert_eq!(
-        get(&mounted, Some("erin"), "/assets/app.css").await.status,
-        200
-    );
-    assert_eq!(get(&mounted, None, "/").await.status, 401);
-    assert_eq!(get(&mounted, Some("bob"), "/").await.status, 403);
-    assert_eq!(get(&mounted, Some("erin"), "/events").await.status, 200);
-    assert_eq!(get(&mounted, Some("erin"), "/nothing").await.status, 404);
+    assert_eq!(page.headers["cache-control"], "no-store");
+    assert_eq!(page.headers["x-content-type-options"], "nosniff");
+    assert_eq!(get(app, Some("erin"), "/assets/app.css").await.status, 200);
+    assert_eq!(get(app, None, "/").await.status, 401);
+    assert_eq!(get(app, Some("bob"), "/").await.status, 403);
+    assert_eq!(get(app, Some("erin"), "/events").await.status, 200);
+    let unknown = get(app, Some("erin"), "/nothing").await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error"], "not_found");
 }
 
 #[tokio::test]
@@ -967,6 +976,40 @@ async fn nested_page_lives_at_the_bare_prefix_with_a_base_href() {
             .contains(&format!("<base href=\"{}/\">", common::PREFIX))
     );
     assert_eq!(get(&nested, None, "").await.status, 401);
+    // axum's `nest` never hands `{prefix}/` to the nested router: the host's fallback (here
+    // axum's default, an empty 404) answers it. This is what the docs say `nest` does.
+    let slash = get(&nested, Some("erin"), "/").await;
+    assert_eq!(slash.status, 404);
+    assert!(slash.body.is_empty());
+    assert_eq!(get(&nested, Some("erin"), "/events").await.status, 200);
+}
+
+#[tokio::test]
+async fn page_nested_as_a_service_lives_at_the_trailing_slash_like_mount() {
+    let store = common::sqlite_store().await;
+    // A host router with state of its own: `nest_service` takes the router whatever it is.
+    let nested: axum::Router = axum::Router::<u8>::new()
+        .nest_service(
+            common::PREFIX,
+            audit_api::AuditRouter::from_shared(store.clone(), common::test_policy).into_router(),
+        )
+        .with_state(7);
+    page_lives_at_the_trailing_slash(&nested).await;
+    // A denied visit to the page is recorded under the page's own route, once slashed.
+    let denials = store
+        .query(
+            &audit_store::EventFilter {
+                outcomes: vec![Outcome::Deny],
+                ..Default::default()
+            },
+            &audit_store::TenantScope::All,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let page_denial = &denials.items[0];
+    assert_eq!(page_denial.route, format!("{}/", common::PREFIX));
+    assert_eq!(page_denial.path, format!("{}/", common::PREFIX));
 }
 
 #[tokio::test]

@@ -185,6 +185,7 @@ pub(crate) struct StoredRow {
 
 /// Reads one row rendered as JSON (SQLite's `ROW_JSON`). A row that does not fit the event model
 /// (changed behind the store's back) is reported, never skipped.
+#[cfg(feature = "sqlite")]
 pub(crate) fn decode_row(json: &str) -> Result<AuditEvent, StoreError> {
     let row: StoredRow = serde_json::from_str(json)
         .map_err(|e| StoreError::CorruptRow(format!("{e} in {}", truncate(json, 200))))?;
@@ -210,6 +211,7 @@ impl RowOrder {
 }
 
 /// Reads a page rendered as one JSON array of rows (SQLite), in `order`.
+#[cfg(feature = "sqlite")]
 pub(crate) fn decode_rows(json: &str, order: RowOrder) -> Result<Vec<AuditEvent>, StoreError> {
     let rows: Vec<StoredRow> = serde_json::from_str(json)
         .map_err(|e| StoreError::CorruptRow(format!("{e} in {}", truncate(json, 200))))?;
@@ -263,6 +265,7 @@ pub(crate) fn event_from(row: StoredRow) -> Result<AuditEvent, StoreError> {
     })
 }
 
+#[cfg(feature = "sqlite")]
 fn truncate(text: &str, max: usize) -> &str {
     match text.char_indices().nth(max) {
         Some((end, _)) => &text[..end],

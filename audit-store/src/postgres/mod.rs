@@ -59,15 +59,44 @@ pub struct PostgresStore {
     signer: Option<Arc<CheckpointSigner>>,
 }
 
+/// Whether `name` is a plain lowercase SQL identifier of at most 63 characters: the only
+/// names (schemas, roles) ever spliced into SQL.
+pub(crate) fn is_plain_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// A schema name is spliced into SQL, so only a plain lowercase identifier is accepted.
+fn validate_schema(schema: &str) -> Result<(), StoreError> {
+    if is_plain_identifier(schema) {
+        Ok(())
+    } else {
+        Err(StoreError::Config(format!(
+            "schema {schema:?} is not a lowercase SQL identifier of at most 63 characters"
+        )))
+    }
+}
+
 impl PostgresStore {
     /// Connects to `url`, and applies the migrations in the `audit` schema.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_in_schema(url, DEFAULT_SCHEMA).await
+    }
+
+    /// Connects to `url`, and applies the migrations in `schema` (a lowercase SQL
+    /// identifier, checked before connecting).
+    pub async fn connect_in_schema(url: &str, schema: &str) -> Result<Self, StoreError> {
+        validate_schema(schema)?;
         let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .connect_with(options)
             .await?;
-        let store = Self::new(pool, DEFAULT_SCHEMA)?;
+        let store = Self::new(pool, schema)?;
         store.migrate().await?;
         Ok(store)
     }
@@ -83,17 +112,7 @@ impl PostgresStore {
     /// # }
     /// ```
     pub fn new(pool: PgPool, schema: &str) -> Result<Self, StoreError> {
-        let valid = !schema.is_empty()
-            && schema.len() <= 63
-            && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-            && schema
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !valid {
-            return Err(StoreError::Config(format!(
-                "schema {schema:?} is not a lowercase SQL identifier of at most 63 characters"
-            )));
-        }
+        validate_schema(schema)?;
         Ok(Self {
             pool,
             events_table: format!("{schema}.audit_events").into(),

@@ -34,13 +34,7 @@ impl PostgresStore {
         app_role: &str,
         min_retention: std::time::Duration,
     ) -> Result<String, StoreError> {
-        let valid = !app_role.is_empty()
-            && app_role.len() <= 63
-            && app_role.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-            && app_role
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !valid {
+        if !super::is_plain_identifier(app_role) {
             return Err(StoreError::Config(format!(
                 "role {app_role:?} is not a lowercase SQL identifier of at most 63 characters"
             )));

@@ -204,6 +204,9 @@ impl SqliteStore {
         let mut migrator = Migrator::with_migrations(migrations);
         migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
         migrator.run(&self.writer).await?;
+        // On a host's pool, learn now whether the database is a file, so a recorder started
+        // next finds its default spool directory beside it.
+        self.bulk_reader().await?;
         Ok(())
     }
 

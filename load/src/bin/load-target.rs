@@ -16,14 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context as _, bail};
-use audit_layer::{Actor, AuditContext, AuditLayer};
 use audit_load::{LISTENING_PREFIX, METRICS_PREFIX, TargetMetrics, Variant};
-use audit_store::{DeliveryMode, PostgresStore, Recorder, SqliteStore};
 use axum::extract::{Path, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use axum_audit::{Actor, Audit, AuditContext, DeliveryMode};
 use clap::Parser;
 use http::{StatusCode, header};
 use serde::{Deserialize, Serialize};
@@ -65,7 +64,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut log_guard = None;
-    let mut recorder = None;
+    let mut audit = None;
     let service = models_service();
     let app = match cli.variant {
         Variant::Bare => service,
@@ -96,25 +95,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 DeliveryMode::Buffered
             };
-            let builder = if audited.needs_postgres() {
+            let builder = Audit::builder().delivery(mode);
+            let started = if audited.needs_postgres() {
                 let (Some(url), Some(schema)) = (&cli.postgres_url, &cli.pg_schema) else {
                     bail!("{audited} needs --postgres-url and --pg-schema");
                 };
-                let pool = sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(8)
+                builder
+                    .schema(schema)
+                    // A spool, should the shutdown need one, in the run's scratch directory.
+                    .spool_dir(cli.dir.join("spool"))
                     .connect(url)
                     .await
-                    .with_context(|| format!("cannot connect to {url}"))?;
-                let store = PostgresStore::new(pool, schema)?;
-                store.migrate().await?;
-                Recorder::builder(store)
+                    .with_context(|| format!("cannot connect to {url}"))?
             } else {
                 let url = format!("sqlite://{}", cli.dir.join("audit.db").display());
-                Recorder::builder(SqliteStore::connect(&url).await?)
+                builder.connect(&url).await?
             };
-            let started = builder.delivery(mode).start()?;
-            recorder = Some(started.clone());
-            service.layer(AuditLayer::new(started))
+            let layer = started.layer();
+            audit = Some(started);
+            service.layer(layer)
         }
     };
 
@@ -128,9 +127,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     .with_graceful_shutdown(terminated())
     .await;
 
-    if let Some(recorder) = recorder {
-        recorder.shutdown().await?;
-        let m = recorder.metrics();
+    if let Some(audit) = audit {
+        audit.shutdown().await?;
+        let m = audit.recorder().metrics();
         let metrics = TargetMetrics {
             recorded: m.recorded,
             refused: m.refused,

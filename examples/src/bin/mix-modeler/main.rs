@@ -13,11 +13,9 @@ mod resources;
 mod routes;
 
 use std::error::Error;
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use audit_store::{AuditStore, PostgresStore, Recorder, SqliteStore};
+use axum_audit::Audit;
 use clap::Parser;
 use tokio::net::TcpListener;
 
@@ -42,29 +40,16 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Opens the audit store the URL names, applying its migrations.
-async fn open_store(url: &str) -> Result<Arc<dyn AuditStore>, Box<dyn Error>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::connect(url).await?))
-    } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url).await?))
-    } else {
-        Err(format!("unsupported database URL {url:?}: use sqlite://FILE or postgres://...").into())
-    }
-}
-
 async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
-    let store = open_store(&cli.database)
-        .await
-        .map_err(|error| format!("cannot open the audit database: {error}"))?;
-    let recorder = Recorder::builder(store.clone()).start()?;
+    // SQLite or PostgreSQL, from the URL; migrated, with the recorder running.
+    let audit = Audit::connect(&cli.database).await?;
 
     if cli.demo_traffic > 0 {
-        demo_traffic::record(&recorder, cli.demo_traffic).await?;
+        demo_traffic::record(audit.recorder(), cli.demo_traffic).await?;
         tracing::info!(events = cli.demo_traffic, "recorded demo traffic");
     }
 
-    let app = routes::app(recorder.clone(), store)?;
+    let app = routes::app(&audit)?;
     let listener = TcpListener::bind(cli.listen)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", cli.listen))?;
@@ -74,66 +59,24 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     println!("listening on http://{address}/");
     println!("activity log: http://{address}/login?as=alice");
 
-    let served = axum::serve(
-        listener,
-        // The peer address is the client IP the audit layer records.
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await;
-
-    // Whatever ended the server, every event of an answered request is still queued: write
-    // them all before exiting.
-    tracing::info!("draining the audit recorder");
-    let drained = recorder.shutdown().await;
-    served?;
-    drained?;
+    // Until Ctrl-C or SIGTERM; then the requests in flight finish and every queued event is
+    // written before it returns.
+    audit.serve(listener, app).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM. If a handler cannot be installed, that signal is simply
-/// not awaited (the other one still works).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::warn!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down: finishing the requests in flight");
-}
-
 #[cfg(test)]
 mod tests {
-    use audit_store::SqliteStore;
+    use axum_audit::Audit;
     use http::Method;
 
     use super::routes;
 
     #[tokio::test]
     async fn every_mutating_route_has_an_explicit_rule() {
-        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
-        let recorder = audit_store::Recorder::builder(store).start().unwrap();
-        let layer = routes::audit_layer(recorder.clone()).unwrap();
+        let audit = Audit::connect("sqlite::memory:").await.unwrap();
+        let layer = routes::audit_layer(audit.layer()).unwrap();
         let api = routes::api_route_list();
         assert!(api.len() >= 30, "the route list looks incomplete: {api:?}");
         let unruled = layer.unruled_routes(api.iter().map(|(m, p)| (m.clone(), p.as_str())));
@@ -145,6 +88,6 @@ mod tests {
             let expected = *method != Method::GET || path == "/api/models/{id}/metadata";
             assert_eq!(layer.is_audited(method, path), expected, "{method} {path}");
         }
-        recorder.shutdown().await.unwrap();
+        audit.shutdown().await.unwrap();
     }
 }

@@ -1,16 +1,13 @@
 //! The HTTP API, the audit layer's rules, and how the pieces are put together.
 
-use std::sync::Arc;
-
-use audit_api::{AuditRouter, RecorderSink};
-use audit_layer::{AuditContext, AuditLayer};
-use audit_store::{Action, AuditStore, InvalidName, Recorder};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::middleware::from_fn;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
 use axum::{Extension, Json, Router};
+use axum_audit::store::InvalidName;
+use axum_audit::{Action, Audit, AuditContext, AuditLayer};
 use http::header::{CONTENT_DISPOSITION, LOCATION};
 use http::{HeaderValue, Method, StatusCode};
 use serde_json::{Map, Value, json};
@@ -27,17 +24,17 @@ const MAX_NAME_LEN: usize = 200;
 
 /// The whole app: the API behind the host's auth, the sign-in pages, and the activity log,
 /// all inside the audit layer.
-pub fn app(recorder: Recorder, store: Arc<dyn AuditStore>) -> Result<Router, InvalidName> {
+pub fn app(audit_log: &Audit) -> Result<Router, InvalidName> {
     let api = api_routes()
         // The host's auth runs inside the audit layer (added last, below), so the requests
         // it rejects are still recorded, as denials, with the actor it identified.
         .route_layer(from_fn(auth::require_user))
         .with_state(Resources::default());
-    let audit_log = AuditRouter::from_shared(store, DemoAccessPolicy)
-        // Exports and denied views of the log go through the same queue as everything else.
-        .sink(RecorderSink::new(recorder.clone()))
+    // Exports and denied views of the log go through the same recorder as everything else.
+    let audit_router = audit_log
+        .audit_router(DemoAccessPolicy)
         .mount(AUDIT_LOG_PREFIX);
-    let audit = audit_layer(recorder)?;
+    let audit = audit_layer(audit_log.layer())?;
     for (method, path) in api_route_list() {
         // `RUST_LOG=debug` lists what is audited, handy when adding a route.
         tracing::debug!(%method, path, audited = audit.is_audited(&method, &path), "route");
@@ -47,7 +44,7 @@ pub fn app(recorder: Recorder, store: Arc<dyn AuditStore>) -> Result<Router, Inv
         .route("/login", get(auth::login))
         .route("/logout", get(auth::logout))
         .merge(api)
-        .merge(audit_log)
+        .merge(audit_router)
         .layer(audit))
 }
 
@@ -131,8 +128,7 @@ pub fn api_route_list() -> Vec<(Method, String)> {
 
 /// What is recorded, route by route (DESIGN.md's table). Reads are not recorded, except
 /// the metadata download.
-pub fn audit_layer(recorder: Recorder) -> Result<AuditLayer, InvalidName> {
-    let mut layer = AuditLayer::new(recorder);
+pub fn audit_layer(mut layer: AuditLayer) -> Result<AuditLayer, InvalidName> {
     for kind in Kind::CRUD.into_iter().chain([Kind::Plan]) {
         let category = kind.category();
         let item = kind.item_path();
