@@ -556,6 +556,9 @@ async fn shutdown_drains_a_full_queue(db: Db) {
         .start()
         .unwrap();
     let app = app(rules(AuditLayer::new(recorder.clone())), Calls::default());
+    // The outage begins once the recorder is running (it replayed its spool and judged its
+    // previous run); an outage from the very start only delays that.
+    recorder.recovered().await;
     fx.break_database().await;
     for n in 0..200 {
         let uri = format!("/api/dataset-rules/r-{n}");
@@ -607,6 +610,9 @@ async fn buffered_mode_loses_nothing_while_the_database_is_down(db: Db) {
     };
     let recorder = fx.recorder().start().unwrap();
     let app = app(rules(AuditLayer::new(recorder.clone())), Calls::default());
+    // The outage begins once the recorder is running (it replayed its spool and judged its
+    // previous run); an outage from the very start only delays that.
+    recorder.recovered().await;
     fx.break_database().await;
     let started = std::time::Instant::now();
     for n in 0..50 {
@@ -662,6 +668,9 @@ async fn durable_mode_holds_the_response_until_commit(db: Db) {
     send(&app, first).await;
     assert_eq!(fx.events().await.len(), 1, "committed before the response");
 
+    // The outage begins once the recorder is running (it replayed its spool and judged its
+    // previous run); an outage from the very start only delays that.
+    recorder.recovered().await;
     fx.break_database().await;
     let pending: Vec<_> = (0..5)
         .map(|n| {
@@ -711,6 +720,9 @@ async fn reject_policy_answers_503_before_the_handler_runs(db: Db) {
         .unwrap();
     let calls = Calls::default();
     let app = app(rules(AuditLayer::new(recorder.clone())), calls.clone());
+    // The outage begins once the recorder is running (it replayed its spool and judged its
+    // previous run); an outage from the very start only delays that.
+    recorder.recovered().await;
     fx.break_database().await;
     for n in 0..3 {
         let uri = format!("/api/dataset-rules/r-{n}");
@@ -774,6 +786,9 @@ async fn proceed_policy_writes_a_gap_record(db: Db) {
         .unwrap();
     let calls = Calls::default();
     let app = app(rules(AuditLayer::new(recorder.clone())), calls.clone());
+    // The outage begins once the recorder is running (it replayed its spool and judged its
+    // previous run); an outage from the very start only delays that.
+    recorder.recovered().await;
     fx.break_database().await;
     for n in 0..5 {
         let uri = format!("/api/dataset-rules/r-{n}");
