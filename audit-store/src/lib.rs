@@ -33,6 +33,7 @@ mod chain;
 mod checkpoint;
 mod error;
 mod event;
+mod forwarding;
 mod query;
 mod recorder;
 mod sanitize;
@@ -58,6 +59,10 @@ pub use error::{InvalidQuery, StoreError};
 pub use event::{
     Action, Attributes, AuditEvent, CustomAction, EventBuilder, HttpFacts, InvalidName,
     NeedsOrigin, Outcome, Ready, record_change, rfc3339_micros, truncate_to_micros, uuid_v7_at,
+};
+pub use forwarding::{
+    ForwardHalt, ForwardLease, ForwardPosition, ForwardState, ForwardingStatus, SinkStatus,
+    StoredCheckpoint,
 };
 #[cfg(feature = "postgres")]
 pub use postgres::{DEFAULT_SCHEMA, PostgresStore};
