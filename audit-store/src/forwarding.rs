@@ -7,6 +7,9 @@
 //! Lease times come from the database's clock, so instances whose clocks disagree still
 //! agree on when a lease expired.
 
+// Without a backend feature only the types are used.
+#![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+
 use std::time::Duration;
 
 use async_trait::async_trait;

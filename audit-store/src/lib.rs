@@ -80,7 +80,7 @@ pub use sanitize::{MAX_INDEXED_TEXT, NUL_REPLACEMENT, TRUNCATED_ATTRIBUTE};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use store::{AuditStore, EventStream};
-pub use verify::{ChainBreak, ChainReport, verify_chain};
+pub use verify::{ChainBreak, ChainReport, chain_hashes_match, verify_chain};
 
 /// The text every append-only rejection raised by the database contains.
 pub const APPEND_ONLY_MESSAGE: &str = "audit events are append-only";
