@@ -110,10 +110,6 @@ async fn ingest(
         receiver.bad_signatures.fetch_add(1, Ordering::SeqCst);
         return (StatusCode::UNAUTHORIZED, "bad signature");
     }
-    let delay = receiver.delay_ms.load(Ordering::SeqCst);
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-    }
     let answer = receiver.answer.load(Ordering::SeqCst);
     if answer != 0 {
         return (StatusCode::from_u16(answer).unwrap(), "not now");
@@ -143,6 +139,12 @@ async fn ingest(
         return (StatusCode::BAD_REQUEST, "this batch is refused");
     }
     receiver.accepted.lock().unwrap().push(received);
+    // Kept before answering, as a receiver that committed and then lost the connection
+    // would: a sender killed now redelivers the batch.
+    let delay = receiver.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     (StatusCode::OK, "ok")
 }
 
