@@ -137,6 +137,51 @@ mod schemas {
         pub signature: String,
     }
 
+    /// How far the log has been forwarded, per sink.
+    #[derive(ToSchema)]
+    pub(crate) struct Forwarding {
+        pub sinks: Vec<SinkStatus>,
+    }
+
+    /// One forwarding sink.
+    #[derive(ToSchema)]
+    pub(crate) struct SinkStatus {
+        pub sink: String,
+        /// `forwarding`, `caught_up`, `retrying`, `halted`, `standby`, `stopped`, `starting`
+        /// or `unknown` (no live lease: no instance forwards it now).
+        pub state: String,
+        /// Events stored but not yet acknowledged by the sink.
+        pub lag_events: u64,
+        /// How long the oldest undelivered event has waited, in seconds.
+        pub lag_seconds: f64,
+        /// The last event seq the sink acknowledged.
+        pub delivered_seq: u64,
+        pub head_seq: u64,
+        /// The instance holding the sink's lease, if live.
+        pub holder: Option<String>,
+        /// Whether that is the instance answering.
+        pub this_instance: bool,
+        /// Set while the sink is halted by a permanent refusal.
+        pub halt: Option<ForwardHalt>,
+        /// The last delivery error the answering instance saw.
+        pub last_error: Option<String>,
+        /// When the sink's position last moved, RFC 3339.
+        #[schema(format = DateTime)]
+        pub updated_at: String,
+    }
+
+    /// A sink halted at a batch it refused permanently, until an operator resumes it
+    /// (`audit forward-retry`).
+    #[derive(ToSchema)]
+    pub(crate) struct ForwardHalt {
+        /// The first event of the refused batch.
+        pub seq: u64,
+        /// What the sink answered.
+        pub reason: String,
+        #[schema(format = DateTime)]
+        pub since: String,
+    }
+
     /// Why a checkpoint was written.
     #[derive(ToSchema)]
     #[schema(rename_all = "snake_case")]
@@ -296,6 +341,9 @@ fn operation(route: &RouteSpec) -> Operation {
         Produces::Checkpoint => {
             json_response("The latest checkpoint", schema_ref::<schemas::Checkpoint>())
         }
+        Produces::Forwarding => {
+            json_response("The forwarding status", schema_ref::<schemas::Forwarding>())
+        }
         Produces::OpenApi => json_response(
             "This document",
             RefOr::T(Schema::Object(
@@ -357,6 +405,9 @@ fn operation(route: &RouteSpec) -> Operation {
     if route.produces == Produces::Manifest {
         builder = builder.response("501", error("The host configured no signing key"));
     }
+    if route.produces == Produces::Forwarding {
+        builder = builder.response("501", error("The store keeps no forwarding cursors"));
+    }
     if route.produces == Produces::Checkpoint {
         builder = builder.response("404", error("No checkpoint was signed yet"));
     }
@@ -395,6 +446,9 @@ pub(crate) fn document() -> OpenApi {
                 .schema_from::<schemas::EventPage>()
                 .schema_from::<schemas::Facets>()
                 .schema_from::<schemas::FacetUser>()
+                .schema_from::<schemas::Forwarding>()
+                .schema_from::<schemas::SinkStatus>()
+                .schema_from::<schemas::ForwardHalt>()
                 .schema_from::<schemas::Error>()
                 .build(),
         ))

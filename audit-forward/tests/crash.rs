@@ -82,7 +82,10 @@ async fn kill_9_mid_stream_then_restart_leaves_no_gap() {
     wait_until("part of the stream", LONG, || receiver.seqs().len() >= 3000).await;
     kill_9(&mut first);
     let before_restart = receiver.seqs().len();
-    assert!(before_restart < 12_000, "the kill came too late to test anything");
+    assert!(
+        before_restart < 12_000,
+        "the kill came too late to test anything"
+    );
 
     let mut second = spawn_child(&url, "", &receiver.url(), "second");
     wait_until("the rest", LONG, || receiver.seqs().len() == 12_000).await;
@@ -106,7 +109,9 @@ async fn two_instances_on_postgres_one_forwards_and_the_other_takes_over() {
     ) else {
         return;
     };
-    let store = audit_store::testing::isolated_postgres_store(&url).await.unwrap();
+    let store = audit_store::testing::isolated_postgres_store(&url)
+        .await
+        .unwrap();
     append(&store, 8000).await;
     let receiver = Receiver::start().await;
     receiver.delay_ms.store(10, Ordering::SeqCst);
@@ -117,8 +122,15 @@ async fn two_instances_on_postgres_one_forwards_and_the_other_takes_over() {
     // So far exactly one instance forwarded.
     let so_far = receiver.requests();
     let holder = so_far[0].forwarder.clone();
-    assert!(so_far.iter().all(|r| r.forwarder == holder), "both instances forwarded at once");
-    let (dead, mut survivor, other) = if holder == "a" { (&mut a, b, "b") } else { (&mut b, a, "a") };
+    assert!(
+        so_far.iter().all(|r| r.forwarder == holder),
+        "both instances forwarded at once"
+    );
+    let (dead, mut survivor, other) = if holder == "a" {
+        (&mut a, b, "b")
+    } else {
+        (&mut b, a, "a")
+    };
     kill_9(dead);
 
     wait_until("the takeover", LONG, || receiver.seqs().len() == 8000).await;
@@ -126,8 +138,13 @@ async fn two_instances_on_postgres_one_forwards_and_the_other_takes_over() {
     let requests = receiver.requests();
     assert_complete_in_order(&requests, 8000);
     // One switch of holder, never back and forth.
-    let switches = requests.windows(2).filter(|w| w[0].forwarder != w[1].forwarder).count();
+    let switches = requests
+        .windows(2)
+        .filter(|w| w[0].forwarder != w[1].forwarder)
+        .count();
     assert_eq!(switches, 1);
     assert_eq!(requests.last().unwrap().forwarder, other);
-    audit_store::testing::drop_postgres_schema(&store).await.unwrap();
+    audit_store::testing::drop_postgres_schema(&store)
+        .await
+        .unwrap();
 }
