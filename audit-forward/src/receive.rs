@@ -365,13 +365,12 @@ impl StreamVerifier {
                 continue;
             };
             if !intact {
-                self.altered_count += 1;
-                if self.altered.len() < LISTED {
-                    self.altered.push(Altered {
-                        seq: link.seq,
-                        id: event.id,
-                    });
-                }
+                // Every altered record is kept (24 bytes each), so that copies of one
+                // event count once.
+                self.altered.push(Altered {
+                    seq: link.seq,
+                    id: event.id,
+                });
             }
             self.entries.push(Entry {
                 seq: link.seq,
@@ -386,6 +385,10 @@ impl StreamVerifier {
     /// Sorts what arrived and reports.
     pub fn finish(mut self) -> StreamReport {
         self.hash_pending();
+        self.altered.sort_unstable_by_key(|a| (a.seq, a.id));
+        self.altered.dedup();
+        self.altered_count = self.altered.len() as u64;
+        self.altered.truncate(LISTED);
         self.entries
             .sort_unstable_by(|a, b| (a.seq, a.hash).cmp(&(b.seq, b.hash)));
         let mut report = StreamReport {
@@ -453,7 +456,7 @@ impl StreamVerifier {
         };
         report.first_seq = Some(first.seq);
         report.last_seq = Some(last.seq);
-        let mut problems: Vec<u64> = report.altered.iter().map(|a| a.seq).collect();
+        let mut problems: Vec<u64> = report.altered.first().map(|a| a.seq).into_iter().collect();
         problems.extend(&report.conflicting);
 
         // Where the copy starts, and what vouches for it.
