@@ -26,7 +26,7 @@
 //! use audit_store::SqliteStore;
 //!
 //! let store = SqliteStore::connect("sqlite://audit.db").await?;
-//! let nats = async_nats::connect("nats://127.0.0.1:4222").await?;
+//! let nats = audit_forward::async_nats::connect("nats://127.0.0.1:4222").await?;
 //! let forwarder = Forwarder::builder(store.clone())
 //!     .sink(NatsSink::builder(nats).build().await?)
 //!     .sink(WebhookSink::builder("http://siem.internal/ingest", std::env::var("SIEM_SECRET")?).name("siem").build()?)
@@ -46,6 +46,10 @@ mod record;
 mod sink;
 pub mod webhook;
 
+/// The NATS client the JetStream sink is built on, re-exported so a host needs no
+/// dependency of its own to connect.
+#[cfg(feature = "nats")]
+pub use async_nats;
 pub use forwarder::{
     Backoff, Forwarder, ForwarderBuilder, ForwarderConfig, ForwarderHandle, ShutdownError,
     SinkMetrics, SinkState, StartAt, StartError,
