@@ -5,6 +5,8 @@
 //! and at shutdown, the retention purge writes one at the new start of the chain, and each
 //! can be handed to a host callback for publishing.
 
+use std::path::{Path, PathBuf};
+
 use chrono::{DateTime, Utc};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -121,6 +123,30 @@ pub enum CheckpointError {
     OtherKey,
 }
 
+/// A key file that cannot be read or created; see [`CheckpointSigner::load_or_create`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFileError {
+    /// The file could not be read or written.
+    #[error("signing key file {}: {source}", path.display())]
+    Io {
+        /// The key file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not hold a key.
+    #[error("signing key file {}: {invalid}", path.display())]
+    Invalid {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with its content.
+        #[source]
+        invalid: InvalidKey,
+    },
+}
+
 /// A key that is not a valid Ed25519 key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid Ed25519 key: {0}")]
@@ -188,6 +214,66 @@ impl CheckpointSigner {
         signed.push(0);
         signed.extend_from_slice(message);
         Some(hex(&self.key.sign(&signed).to_bytes()))
+    }
+
+    /// The signer whose secret seed is kept in the file at `path` (64 hex digits), creating
+    /// the file with a fresh random key first if it does not exist. A new file is written with
+    /// mode 0600 (owner read/write only) on Unix, and is never overwritten. Returns the signer
+    /// and whether the key was created now (print its public key then, so it can be recorded
+    /// where verifiers find it).
+    ///
+    /// ```
+    /// use audit_store::CheckpointSigner;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("audit-signing.key");
+    /// let (first, created) = CheckpointSigner::load_or_create(&path).unwrap();
+    /// assert!(created);
+    /// let (again, created) = CheckpointSigner::load_or_create(&path).unwrap();
+    /// assert!(!created);
+    /// assert_eq!(first.public_key_hex(), again.public_key_hex());
+    /// ```
+    pub fn load_or_create(path: impl AsRef<Path>) -> Result<(Self, bool), KeyFileError> {
+        let path = path.as_ref();
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let signer = Self::from_hex(&text).map_err(|invalid| KeyFileError::Invalid {
+                    path: path.to_owned(),
+                    invalid,
+                })?;
+                return Ok((signer, false));
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(KeyFileError::Io {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+        let io = |source| KeyFileError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| io(std::io::Error::other(e.to_string())))?;
+        let mut options = std::fs::OpenOptions::new();
+        // `create_new`: two processes starting at once never overwrite each other's key;
+        // the loser reads the winner's.
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = match options.open(path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Self::load_or_create(path);
+            }
+            Err(error) => return Err(io(error)),
+        };
+        use std::io::Write as _;
+        file.write_all(format!("{}\n", hex(&seed)).as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(io)?;
+        Ok((Self::from_seed(seed), true))
     }
 
     /// Signs `head` now.

@@ -63,9 +63,53 @@ pub enum StoreError {
     /// The store does not offer this operation.
     #[error("not supported: {0}")]
     Unsupported(&'static str),
+    /// The database refused the content of the batch: a value or a constraint it will never
+    /// accept, so writing the same events again cannot succeed. The recorder isolates the
+    /// events at fault and quarantines them instead of retrying.
+    #[error("audit store refused the events: {message}")]
+    Rejected {
+        /// What the database said.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// Events with these ids are already stored with different content. (The same event
+    /// stored again is recognised and skipped, so retrying a batch whose earlier attempt
+    /// committed succeeds; this is a real conflict, such as a host reusing an id.)
+    #[error("audit store already holds other events with the ids {ids:?}")]
+    IdConflict {
+        /// The ids of the batch's events that conflict.
+        ids: Vec<uuid::Uuid>,
+    },
 }
 
 impl StoreError {
+    /// True when the failure is the events' own: writing the same events again can never
+    /// succeed ([`StoreError::Rejected`], [`StoreError::IdConflict`]). Every other failure
+    /// (database down, disk full, locks, timeouts, a missing table or privilege) is about the
+    /// database, not the events, and is worth retrying once it is mended.
+    ///
+    /// ```
+    /// use audit_store::StoreError;
+    /// assert!(StoreError::IdConflict { ids: vec![] }.is_permanent());
+    /// assert!(!StoreError::DatabaseRead("disk I/O error".into()).is_permanent());
+    /// ```
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Rejected { .. } | StoreError::IdConflict { .. }
+        )
+    }
+
+    /// Wraps a database error as [`StoreError::Rejected`].
+    pub(crate) fn rejected(error: sqlx::Error) -> Self {
+        StoreError::Rejected {
+            message: error.to_string(),
+            source: Some(Box::new(error)),
+        }
+    }
+
     /// True when the database rejected the statement because events are append-only.
     pub fn is_append_only_violation(&self) -> bool {
         matches!(self, StoreError::Database(sqlx::Error::Database(db))

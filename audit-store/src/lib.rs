@@ -31,11 +31,13 @@
 
 mod chain;
 mod checkpoint;
+mod checkpoint_log;
 mod error;
 mod event;
 mod forwarding;
 mod query;
 mod recorder;
+mod reliability;
 mod sanitize;
 mod sql;
 mod store;
@@ -53,8 +55,10 @@ pub use chain::{
     ChainHash, ChainHead, ChainLink, canonical_json, canonical_value_json, chain_hash, hex, unhex,
 };
 pub use checkpoint::{
-    Checkpoint, CheckpointError, CheckpointKind, CheckpointSigner, InvalidKey, parse_public_key,
+    Checkpoint, CheckpointError, CheckpointKind, CheckpointSigner, InvalidKey, KeyFileError,
+    parse_public_key,
 };
+pub use checkpoint_log::{CheckpointLog, read_checkpoint_log};
 pub use error::{InvalidQuery, StoreError};
 pub use event::{
     Action, Attributes, AuditEvent, CustomAction, EventBuilder, HttpFacts, InvalidName,
@@ -76,6 +80,7 @@ pub use recorder::{
     RecorderBuilder, RecorderConfig, RecorderMetrics, Reservation, ReserveError, RetryPolicy,
     ShutdownError, StartError,
 };
+pub use reliability::{QuarantinedEvent, RecorderRun};
 pub use sanitize::{MAX_INDEXED_TEXT, NUL_REPLACEMENT, TRUNCATED_ATTRIBUTE};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;

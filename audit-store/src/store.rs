@@ -19,6 +19,7 @@ use crate::forwarding::{ForwardLease, ForwardPosition, ForwardState, StoredCheck
 use crate::query::{
     Cursor, EventFilter, FacetUser, Facets, Page, PageRequest, Position, TenantScope,
 };
+use crate::reliability::{QuarantinedEvent, RecorderRun};
 
 /// A stream of events in newest-first order, as produced by [`AuditStore::export`].
 pub type EventStream = BoxStream<'static, Result<AuditEvent, StoreError>>;
@@ -162,6 +163,51 @@ pub trait AuditStore: fmt::Debug + Send + Sync + 'static {
     async fn resume_forwarding(&self, _sink: &str) -> Result<bool, StoreError> {
         Err(FORWARDING_UNSUPPORTED)
     }
+
+    /// Makes everything committed so far complete in the database's own files, so they can
+    /// be copied or read without the store's helpers. [`Recorder::shutdown`] calls it after
+    /// its last write. The SQLite store checkpoints its write-ahead log into the database
+    /// file and truncates the log (otherwise `audit.db` alone could be a near-empty file with
+    /// every event in `audit.db-wal`); the default does nothing.
+    ///
+    /// [`Recorder::shutdown`]: crate::Recorder::shutdown
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Keeps events the database refused (see [`StoreError::is_permanent`]) in the store's
+    /// append-only quarantine, so they are never lost and never retried forever. The default
+    /// is [`StoreError::Unsupported`]; the recorder then writes them to a local file.
+    async fn quarantine(&self, _events: &[QuarantinedEvent]) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("this store has no quarantine"))
+    }
+
+    /// Every quarantined event, oldest first (none by default).
+    async fn quarantined(&self) -> Result<Vec<QuarantinedEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// The last report of the recorder instance `instance`, if it ever reported.
+    async fn recorder_run(&self, _instance: &str) -> Result<Option<RecorderRun>, StoreError> {
+        Err(StoreError::Unsupported(
+            "this store does not track recorder runs",
+        ))
+    }
+
+    /// Stores `run` as the latest report of its instance (one row per instance).
+    async fn report_run(&self, _run: &RecorderRun) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported(
+            "this store does not track recorder runs",
+        ))
+    }
+
+    /// Where a recorder on this store keeps, by default, the events it could not write by
+    /// its shutdown deadline (its spool): beside a SQLite database file `audit.db`, the
+    /// directory `audit.db-spool`; `None` (the default) where the database is not a local
+    /// file, so the host must choose one (`RecorderBuilder::spool_dir`).
+    fn default_spool_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 const FORWARDING_UNSUPPORTED: StoreError =
@@ -248,6 +294,24 @@ impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
     }
     async fn resume_forwarding(&self, sink: &str) -> Result<bool, StoreError> {
         (**self).resume_forwarding(sink).await
+    }
+    async fn flush(&self) -> Result<(), StoreError> {
+        (**self).flush().await
+    }
+    async fn quarantine(&self, events: &[QuarantinedEvent]) -> Result<(), StoreError> {
+        (**self).quarantine(events).await
+    }
+    async fn quarantined(&self) -> Result<Vec<QuarantinedEvent>, StoreError> {
+        (**self).quarantined().await
+    }
+    async fn recorder_run(&self, instance: &str) -> Result<Option<RecorderRun>, StoreError> {
+        (**self).recorder_run(instance).await
+    }
+    async fn report_run(&self, run: &RecorderRun) -> Result<(), StoreError> {
+        (**self).report_run(run).await
+    }
+    fn default_spool_dir(&self) -> Option<std::path::PathBuf> {
+        (**self).default_spool_dir()
     }
 }
 
@@ -517,4 +581,78 @@ pub(crate) fn export_stream<S: Backend>(
         },
         |last| Some(Position::of(last)),
     )
+}
+
+/// The events of a batch that still need inserting, after an insert found some of its ids
+/// taken: an event stored under its id with the same content (its chain hash recomputed at
+/// the stored position matches) was written by an earlier attempt whose acknowledgement was
+/// lost, and is skipped; so is a repeat of an earlier event of the same batch. An id stored
+/// (or repeated) with other content is a real conflict: [`StoreError::IdConflict`] names
+/// every such id, and nothing is written.
+pub(crate) fn remove_stored(
+    events: &[AuditEvent],
+    stored: &std::collections::HashMap<Uuid, crate::chain::ChainLink>,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    let mut first_seen: std::collections::HashMap<Uuid, usize> =
+        std::collections::HashMap::with_capacity(events.len());
+    let mut conflicts = Vec::new();
+    let mut unstored = Vec::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        if let Some(link) = stored.get(&event.id) {
+            if crate::chain::chain_hash(&link.prev_hash, link.seq, event) != link.hash {
+                conflicts.push(event.id);
+            }
+            continue;
+        }
+        match first_seen.get(&event.id) {
+            Some(&earlier) => {
+                if crate::chain::canonical_json(&events[earlier])
+                    != crate::chain::canonical_json(event)
+                {
+                    conflicts.push(event.id);
+                }
+            }
+            None => {
+                first_seen.insert(event.id, index);
+                unstored.push(event.clone());
+            }
+        }
+    }
+    if conflicts.is_empty() {
+        Ok(unstored)
+    } else {
+        Err(StoreError::IdConflict { ids: conflicts })
+    }
+}
+
+#[cfg(test)]
+mod remove_stored_tests {
+    use super::*;
+    use crate::chain::ChainHead;
+    use crate::event::Action;
+
+    fn event(path: &str) -> AuditEvent {
+        AuditEvent::builder("Model", Action::Create)
+            .internal(path.to_owned())
+            .build()
+    }
+
+    #[test]
+    fn stored_and_repeated_events_are_skipped_and_changed_ones_conflict() {
+        let (a, b, c) = (event("a"), event("b"), event("c"));
+        let (links, _) = ChainHead::EMPTY.extend(std::slice::from_ref(&a));
+        let stored = [(a.id, links[0])].into_iter().collect();
+        let unstored = remove_stored(&[a.clone(), b.clone(), b.clone(), c.clone()], &stored);
+        assert_eq!(unstored.unwrap(), vec![b.clone(), c.clone()]);
+
+        let mut changed_a = a.clone();
+        changed_a.path = "elsewhere".into();
+        let mut changed_b = b.clone();
+        changed_b.status = 500;
+        let conflict = remove_stored(&[changed_a, b, changed_b], &stored).unwrap_err();
+        assert!(
+            matches!(&conflict, StoreError::IdConflict { ids } if ids.len() == 2),
+            "{conflict:?}"
+        );
+    }
 }

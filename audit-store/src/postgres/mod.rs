@@ -17,20 +17,29 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row, SqlSafeStr};
 use uuid::Uuid;
 
-use crate::chain::{ChainHash, ChainHead, ChainLink};
+use crate::chain::{ChainHash, ChainHead};
 use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner, checkpoint_from_row};
 use crate::error::StoreError;
 use crate::event::{Attributes, AuditEvent};
 use crate::forwarding::{ForwardLease, ForwardPosition, ForwardState, StoredCheckpoint};
 use crate::query::{EventFilter, FacetUser, Facets, Page, PageRequest, Position, TenantScope};
+use crate::reliability::{QuarantinedEvent, RecorderRun};
 use crate::sql::{self, Dialect, StoredRow};
 use crate::store::{self, AuditStore, Backend, EventStream};
+
+mod privileges;
+mod write;
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "audit events",
         include_str!("../../migrations/postgres/0001_events.sql"),
+    ),
+    (
+        2,
+        "quarantine, recorder runs, retention function",
+        include_str!("../../migrations/postgres/0002_reliability.sql"),
     ),
     (
         3,
@@ -110,7 +119,7 @@ impl PostgresStore {
     /// Applies the store's embedded migrations in its schema (idempotent; safe to run from
     /// many instances at once: sqlx serialises them with an advisory lock).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let migrations = MIGRATIONS
+        let migrations: Vec<Migration> = MIGRATIONS
             .iter()
             .map(|(version, description, sql)| {
                 let sql = sql.replace("{schema}", &self.schema);
@@ -123,11 +132,38 @@ impl PostgresStore {
                 )
             })
             .collect();
+        if self.migrations_applied(&migrations).await? {
+            return Ok(());
+        }
         let mut migrator = Migrator::with_migrations(migrations);
         migrator.create_schema(self.schema.to_string());
         migrator.dangerous_set_table_name(format!("{}._audit_store_migrations", self.schema));
         migrator.run(&self.pool).await?;
         Ok(())
+    }
+
+    /// Whether every migration already ran, unchanged. sqlx's migrator issues `CREATE SCHEMA
+    /// IF NOT EXISTS` and `CREATE TABLE IF NOT EXISTS` even when there is nothing to do,
+    /// which a least-privilege application role (no CREATE) may not run; so a store that is
+    /// up to date is recognised with a read first.
+    async fn migrations_applied(&self, migrations: &[Migration]) -> Result<bool, StoreError> {
+        let table = format!("{}._audit_store_migrations", self.schema);
+        let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+            .bind(&table)
+            .fetch_one(&self.pool)
+            .await?;
+        if exists.is_none() {
+            return Ok(false);
+        }
+        let statement = format!("SELECT version, checksum FROM {table} WHERE success");
+        let applied: Vec<(i64, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(statement))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(migrations.iter().all(|migration| {
+            applied.iter().any(|(version, checksum)| {
+                *version == migration.version && checksum[..] == migration.checksum[..]
+            })
+        }))
     }
 
     /// The connection pool.
@@ -299,136 +335,10 @@ impl Backend for PostgresStore {
     }
 }
 
-/// Column-wise arrays of a batch, bound as one array per column.
-#[derive(Default)]
-struct Columns {
-    seq: Vec<i64>,
-    prev_hash: Vec<Vec<u8>>,
-    hash: Vec<Vec<u8>>,
-    id: Vec<Uuid>,
-    occurred_at: Vec<DateTime<Utc>>,
-    tenant: Vec<Option<String>>,
-    request_id: Vec<String>,
-    actor_id: Vec<Option<String>>,
-    actor_email: Vec<Option<String>>,
-    actor_name: Vec<Option<String>>,
-    category: Vec<String>,
-    action: Vec<String>,
-    outcome: Vec<String>,
-    reason: Vec<Option<String>>,
-    resource_id: Vec<Option<String>>,
-    resource_name: Vec<Option<String>>,
-    method: Vec<String>,
-    route: Vec<String>,
-    path: Vec<String>,
-    status: Vec<i32>,
-    duration_ms: Vec<f64>,
-    client_ip: Vec<Option<String>>,
-    user_agent: Vec<Option<String>>,
-    attributes: Vec<String>,
-}
-
-impl Columns {
-    fn of(events: &[AuditEvent], links: &[ChainLink]) -> Self {
-        let mut c = Columns::default();
-        for (e, link) in events.iter().zip(links) {
-            c.seq.push(seq_i64(link.seq));
-            c.prev_hash.push(link.prev_hash.0.to_vec());
-            c.hash.push(link.hash.0.to_vec());
-            c.id.push(e.id);
-            c.occurred_at.push(e.occurred_at);
-            c.tenant.push(e.tenant.clone());
-            c.request_id.push(e.request_id.clone());
-            c.actor_id.push(e.actor_id.clone());
-            c.actor_email.push(e.actor_email.clone());
-            c.actor_name.push(e.actor_name.clone());
-            c.category.push(e.category.clone());
-            c.action.push(e.action.as_str().to_owned());
-            c.outcome.push(e.outcome.as_str().to_owned());
-            c.reason.push(e.reason.clone());
-            c.resource_id.push(e.resource_id.clone());
-            c.resource_name.push(e.resource_name.clone());
-            c.method.push(e.method.clone());
-            c.route.push(e.route.clone());
-            c.path.push(e.path.clone());
-            c.status.push(i32::from(e.status));
-            c.duration_ms.push(e.duration_ms);
-            c.client_ip.push(e.client_ip.clone());
-            c.user_agent.push(e.user_agent.clone());
-            c.attributes
-                .push(serde_json::Value::Object(e.attributes.clone()).to_string());
-        }
-        c
-    }
-}
-
 #[async_trait]
 impl AuditStore for PostgresStore {
     async fn append(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let events = crate::sanitize::storable(events);
-        let mut tx = self.pool.begin().await?;
-        // Locking the head row serialises appends from every instance into one chain.
-        let head = self.read_head(&mut tx, true).await?;
-        let (links, new_head) = head.extend(&events);
-        let c = Columns::of(&events, &links);
-        let statement = format!(
-            "INSERT INTO {} (seq, prev_hash, hash, {}) SELECT seq, prev_hash, hash, id, \
-             occurred_at, tenant, request_id, actor_id, \
-             actor_email, actor_name, category, action, outcome, reason, resource_id, \
-             resource_name, method, route, path, status, duration_ms, client_ip, user_agent, \
-             attributes::jsonb FROM UNNEST($1::int8[], $2::bytea[], $3::bytea[], \
-             $4::uuid[], $5::timestamptz[], $6::text[], \
-             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
-             $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
-             $19::text[], $20::int4[], $21::float8[], $22::text[], $23::text[], $24::text[]) \
-             AS u(seq, prev_hash, hash, id, occurred_at, tenant, request_id, actor_id, \
-             actor_email, actor_name, category, action, outcome, reason, resource_id, \
-             resource_name, method, route, path, status, duration_ms, client_ip, user_agent, \
-             attributes)",
-            self.events_table,
-            sql::EVENT_COLUMNS
-        );
-        sqlx::query(AssertSqlSafe(statement))
-            .bind(c.seq)
-            .bind(c.prev_hash)
-            .bind(c.hash)
-            .bind(c.id)
-            .bind(c.occurred_at)
-            .bind(c.tenant)
-            .bind(c.request_id)
-            .bind(c.actor_id)
-            .bind(c.actor_email)
-            .bind(c.actor_name)
-            .bind(c.category)
-            .bind(c.action)
-            .bind(c.outcome)
-            .bind(c.reason)
-            .bind(c.resource_id)
-            .bind(c.resource_name)
-            .bind(c.method)
-            .bind(c.route)
-            .bind(c.path)
-            .bind(c.status)
-            .bind(c.duration_ms)
-            .bind(c.client_ip)
-            .bind(c.user_agent)
-            .bind(c.attributes)
-            .execute(&mut *tx)
-            .await?;
-        let statement = format!(
-            "UPDATE {}.audit_chain_head SET seq = $1, hash = $2 WHERE id = 1",
-            self.schema
-        );
-        sqlx::query(AssertSqlSafe(statement))
-            .bind(seq_i64(new_head.seq))
-            .bind(new_head.hash.0.to_vec())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        self.append_batch(events).await
     }
 
     async fn query(
@@ -456,12 +366,6 @@ impl AuditStore for PostgresStore {
 
     async fn purge_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // Transaction-local: the DELETE trigger lets exactly this transaction remove rows
-        // older than the cutoff.
-        sqlx::query("SELECT set_config('audit.purge_before', $1, true)")
-            .bind(crate::event::rfc3339_micros::format(&cutoff))
-            .execute(&mut *tx)
-            .await?;
         // Appends wait while the prefix is cut, so the boundary cannot move under us.
         self.read_head(&mut tx, true).await?;
         // The chain's prefix older than the cutoff ends before the first event that is not.
@@ -483,14 +387,16 @@ impl AuditStore for PostgresStore {
             self.insert_checkpoint_in(&mut tx, &signer.sign(head, CheckpointKind::Purge))
                 .await?;
         }
-        let statement = format!("DELETE FROM {} WHERE seq <= $1", self.events_table);
-        let purged = sqlx::query(AssertSqlSafe(statement))
+        // The deletion itself runs in the schema's SECURITY DEFINER function, so the role
+        // the application connects with needs no DELETE privilege (`least_privilege_sql`).
+        let statement = format!("SELECT {}.audit_purge_through($1, $2)", self.schema);
+        let purged: i64 = sqlx::query_scalar(AssertSqlSafe(statement))
             .bind(boundary)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            .bind(cutoff)
+            .fetch_one(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(purged)
+        Ok(purged.unsigned_abs())
     }
 
     async fn chain_head(&self) -> Result<ChainHead, StoreError> {
@@ -558,6 +464,22 @@ impl AuditStore for PostgresStore {
     }
     async fn resume_forwarding(&self, sink: &str) -> Result<bool, StoreError> {
         self.forwarding().resume(sink).await
+    }
+
+    async fn quarantine(&self, events: &[QuarantinedEvent]) -> Result<(), StoreError> {
+        self.insert_quarantined(events).await
+    }
+
+    async fn quarantined(&self) -> Result<Vec<QuarantinedEvent>, StoreError> {
+        self.read_quarantined().await
+    }
+
+    async fn recorder_run(&self, instance: &str) -> Result<Option<RecorderRun>, StoreError> {
+        self.read_run(instance).await
+    }
+
+    async fn report_run(&self, run: &RecorderRun) -> Result<(), StoreError> {
+        self.write_run(run).await
     }
 }
 

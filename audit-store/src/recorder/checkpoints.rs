@@ -66,6 +66,11 @@ impl Checkpointer {
         }
     }
 
+    /// The store checkpoints are written to.
+    pub(crate) fn store(&self) -> &Arc<dyn AuditStore> {
+        &self.store
+    }
+
     /// Writes a checkpoint of `kind`; a periodic one only when the chain grew since the last.
     /// Failures are logged and counted, never fatal: the events themselves are safe.
     pub(crate) async fn write(

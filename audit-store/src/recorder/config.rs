@@ -1,5 +1,6 @@
 //! How a [`Recorder`](super::Recorder) is sized and how it behaves under pressure.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// When a request's response is released relative to the storage of its event.
@@ -40,8 +41,9 @@ pub enum OverloadPolicy {
 
 /// Exponential backoff between attempts to write a batch the database refused.
 ///
-/// The recorder never drops a batch: it retries until the database accepts it (or until a
-/// bounded [`Recorder::shutdown_within`](super::Recorder::shutdown_within) gives up waiting).
+/// A batch that failed for a reason of the database (down, disk full, locked) is retried with
+/// this backoff until the database accepts it or the shutdown deadline spools it; a batch the
+/// database refuses for its content is split to isolate and quarantine the events at fault.
 ///
 /// ```
 /// use std::time::Duration;
@@ -107,6 +109,21 @@ pub struct RecorderConfig {
     /// How often a signed checkpoint is written while events arrive (zero: only at
     /// shutdown). Only stores with a signer write checkpoints.
     pub checkpoint_interval: Duration,
+    /// How long [`Recorder::shutdown`](super::Recorder::shutdown) may take before whatever is
+    /// still unwritten goes to the spool.
+    pub shutdown_timeout: Duration,
+    /// How long one attempt to write a batch may take before it is abandoned and retried (a
+    /// commit whose answer never comes must not hold the writer forever).
+    pub write_timeout: Duration,
+    /// How often the recorder reports itself (its run, and how many acknowledged events are
+    /// not yet committed) to the store, for the next start to judge an unclean stop by.
+    pub report_interval: Duration,
+    /// The name of this recorder instance; `None`: the host name. Several processes writing
+    /// to one database need distinct names for their runs to be told apart.
+    pub instance: Option<String>,
+    /// Where events not written by the shutdown deadline are spooled and replayed from at the
+    /// next start; `None`: the store's default (beside a SQLite file), else no spool.
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl Default for RecorderConfig {
@@ -122,6 +139,11 @@ impl Default for RecorderConfig {
             overload: OverloadPolicy::Reject,
             retry: RetryPolicy::default(),
             checkpoint_interval: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            report_interval: Duration::from_secs(2),
+            instance: None,
+            spool_dir: None,
         }
     }
 }
@@ -152,6 +174,25 @@ impl RecorderConfig {
         }
         if self.reserved_bytes_per_event == 0 {
             return fail("reserved_bytes_per_event", "must be at least 1");
+        }
+        if self.write_timeout.is_zero() {
+            return fail("write_timeout", "must be more than zero");
+        }
+        if self.report_interval.is_zero() {
+            return fail("report_interval", "must be more than zero");
+        }
+        if let Some(instance) = &self.instance {
+            let valid = !instance.is_empty()
+                && instance.len() <= 128
+                && instance
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                return fail(
+                    "instance",
+                    "must be 1 to 128 ASCII letters, digits, '-', '_' or '.' (it names local files)",
+                );
+            }
         }
         if self.reserved_bytes_per_event > self.max_queue_bytes {
             return fail(

@@ -14,6 +14,16 @@ pub(crate) struct Counters {
     pub(crate) lost: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
     pub(crate) failed_checkpoints: AtomicU64,
+    pub(crate) quarantined: AtomicU64,
+    pub(crate) spooled: AtomicU64,
+    pub(crate) replayed: AtomicU64,
+    /// Acknowledged (submitted) events not yet committed, spooled or quarantined.
+    pub(crate) unwritten: AtomicU64,
+    /// The most `unwritten` reached since the recorder last reported its run.
+    pub(crate) unwritten_peak: AtomicU64,
+    /// 1 when the previous run of this instance ended without draining.
+    pub(crate) previous_run_unclean: AtomicU64,
+    pub(crate) previous_run_possibly_missing: AtomicU64,
 }
 
 impl Counters {
@@ -21,7 +31,32 @@ impl Counters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    fn get(counter: &AtomicU64) -> u64 {
+    pub(crate) fn set(counter: &AtomicU64, n: u64) {
+        counter.store(n, Ordering::Relaxed);
+    }
+
+    /// One more acknowledged event waits to be written.
+    pub(crate) fn acknowledge(&self) {
+        let now = self.unwritten.fetch_add(1, Ordering::AcqRel) + 1;
+        self.unwritten_peak.fetch_max(now, Ordering::AcqRel);
+    }
+
+    /// `n` acknowledged events were written (committed, quarantined or spooled).
+    pub(crate) fn written(&self, n: u64) {
+        let _ = self
+            .unwritten
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+
+    /// The peak of unwritten events since the last call, restarting from the current count.
+    pub(crate) fn take_unwritten_peak(&self) -> u64 {
+        let now = self.unwritten.load(Ordering::Acquire);
+        self.unwritten_peak.swap(now, Ordering::AcqRel).max(now)
+    }
+
+    pub(crate) fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
 }
@@ -63,13 +98,30 @@ pub struct RecorderMetrics {
     pub missed: u64,
     /// Gap records written for missed events.
     pub gaps: u64,
-    /// Events that could not be handed to the writer because it had stopped (the runtime
-    /// was shutting down). Zero in a healthy process.
+    /// Events that could be neither written nor spooled (the writer had stopped and there is
+    /// no spool, or the spool file could not be written); each is logged with its content.
+    /// Zero in a healthy process.
     pub lost: u64,
     /// Signed checkpoints written (periodic and at shutdown).
     pub checkpoints: u64,
     /// Checkpoints that could not be written (logged; the events are unaffected).
     pub failed_checkpoints: u64,
+    /// Events the database refused, kept in the quarantine (and reported by a gap record)
+    /// instead of the log.
+    pub quarantined: u64,
+    /// Events written to the local spool because the shutdown deadline passed (or the runtime
+    /// stopped first); the next start replays them.
+    pub spooled: u64,
+    /// Events replayed from a previous run's spool at this start.
+    pub replayed: u64,
+    /// Acknowledged events not yet written (in durable mode, their requests are waiting).
+    pub unwritten: u64,
+    /// Whether the previous run of this instance ended without draining (kill -9, power
+    /// loss); a gap record says so in the log.
+    pub previous_run_unclean: bool,
+    /// How many acknowledged events the previous, unclean run may have lost: what it last
+    /// reported as acknowledged and unwritten (0 when it delivered durably).
+    pub previous_run_possibly_missing: u64,
 }
 
 impl RecorderMetrics {
@@ -87,6 +139,12 @@ impl RecorderMetrics {
             checkpoints: Counters::get(&counters.checkpoints),
             failed_checkpoints: Counters::get(&counters.failed_checkpoints),
             lost: Counters::get(&counters.lost),
+            quarantined: Counters::get(&counters.quarantined),
+            spooled: Counters::get(&counters.spooled),
+            replayed: Counters::get(&counters.replayed),
+            unwritten: Counters::get(&counters.unwritten),
+            previous_run_unclean: Counters::get(&counters.previous_run_unclean) != 0,
+            previous_run_possibly_missing: Counters::get(&counters.previous_run_possibly_missing),
         }
     }
 }

@@ -31,16 +31,21 @@
 
 mod capacity;
 mod checkpoints;
+mod commit;
 mod config;
 mod metrics;
 mod permit;
+mod runs;
+mod spool;
 mod writer;
 
 #[cfg(all(test, feature = "sqlite"))]
 mod tests;
 
 use std::fmt;
-use std::sync::atomic::AtomicUsize;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -53,8 +58,10 @@ use tokio::time::Instant;
 use crate::event::{Action, AuditEvent, rfc3339_micros};
 use crate::store::AuditStore;
 use capacity::{Capacity, Unavailable};
+use commit::Outcome;
 use metrics::Counters;
-use writer::Message;
+use spool::Spool;
+use writer::{Message, Writer};
 
 pub use checkpoints::CheckpointPublisher;
 pub use config::{DeliveryMode, InvalidConfig, OverloadPolicy, RecorderConfig, RetryPolicy};
@@ -91,6 +98,14 @@ pub(crate) struct Shared {
     checkpointer: checkpoints::Checkpointer,
     /// The periodic checkpoint task, aborted at shutdown.
     periodic: Mutex<Option<JoinHandle<()>>>,
+    /// This run's spool, when a spool directory is known.
+    spool: Option<Spool>,
+    /// Set when shutdown's deadline passed: the writer stops writing and spools.
+    spool_now: AtomicBool,
+    spool_wakeup: tokio::sync::Notify,
+    /// Set once the writer replayed earlier spools and judged the previous run.
+    recovered: AtomicBool,
+    recovered_wakeup: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -111,6 +126,75 @@ impl Shared {
         window.last = now;
         drop(gap);
         Counters::add(&self.counters.missed, 1);
+    }
+
+    /// Asks the writer to stop writing and spool what is left.
+    fn request_spool(&self) {
+        self.spool_now.store(true, Ordering::Release);
+        self.spool_wakeup.notify_waiters();
+    }
+
+    /// Resolves once a spool has been requested.
+    pub(crate) async fn spool_requested(&self) {
+        loop {
+            let wakeup = self.spool_wakeup.notified();
+            tokio::pin!(wakeup);
+            wakeup.as_mut().enable();
+            if self.spool_now.load(Ordering::Acquire) {
+                return;
+            }
+            wakeup.await;
+        }
+    }
+
+    /// Runs `work` unless a spool is requested first (then `None`).
+    pub(crate) async fn interruptible<F: Future>(&self, work: F) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            () = self.spool_requested() => None,
+            output = work => Some(output),
+        }
+    }
+
+    /// Waits out the backoff after the `failures`-th consecutive failure.
+    pub(crate) async fn backoff(&self, failures: u32) -> Outcome {
+        let delay = self.config.retry.delay(failures);
+        match self.interruptible(tokio::time::sleep(delay)).await {
+            Some(()) => Outcome::Written,
+            None => Outcome::Interrupted,
+        }
+    }
+
+    pub(crate) fn mark_recovered(&self) {
+        self.recovered.store(true, Ordering::Release);
+        self.recovered_wakeup.notify_waiters();
+    }
+
+    /// Keeps an event submitted after the writer stopped: in the spool when there is one,
+    /// else in the error log (counted as lost). True when spooled.
+    pub(crate) fn spool_late(&self, event: &AuditEvent) -> bool {
+        self.counters.written(1);
+        let spooled = match &self.spool {
+            Some(spool) => match spool.write(std::iter::once(event)) {
+                Ok(_) => true,
+                Err(error) => {
+                    tracing::error!(%error, path = %spool.path().display(),
+                        "audit recorder: the spool file could not be written");
+                    false
+                }
+            },
+            None => false,
+        };
+        if spooled {
+            Counters::add(&self.counters.spooled, 1);
+        } else {
+            Counters::add(&self.counters.lost, 1);
+            tracing::error!(
+                event = %serde_json::to_string(event).unwrap_or_default(),
+                "audit recorder: an audit event arrived after the writer stopped and there is                  no spool to keep it in; here is its content"
+            );
+        }
+        spooled
     }
 
     pub(crate) fn gap_pending(&self) -> bool {
@@ -189,15 +273,31 @@ pub enum RecordError {
     Delivery(#[from] DeliveryError),
 }
 
-/// [`Recorder::shutdown_within`] ran out of time; the events still pending stay queued and
-/// the writer keeps trying for as long as the runtime lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// A shutdown that could not write everything to the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ShutdownError {
-    /// Events were still reserved or queued when the time ran out.
-    #[error("audit recorder shutdown timed out with {pending} events not yet committed")]
+    /// The deadline passed with events unwritten (the database was down or slow); they were
+    /// written to the local spool, which the next start replays into the store first.
+    #[error(
+        "audit recorder shutdown deadline passed: {events} events were spooled to {} and will \
+         be written at the next start",
+        path.display()
+    )]
+    Spooled {
+        /// Events spooled by this shutdown.
+        events: u64,
+        /// The spool file.
+        path: PathBuf,
+    },
+    /// The deadline passed with events unwritten and there is no spool directory: they are
+    /// in the error log, and lost to the store if the process exits now.
+    #[error(
+        "audit recorder shutdown deadline passed with {pending} events not written and no \
+         spool directory to keep them in"
+    )]
     TimedOut {
-        /// Events reserved or queued but not committed.
+        /// Events reserved or queued but not written.
         pending: usize,
     },
     /// The writer task ended abnormally (it panicked or its runtime was shut down).
@@ -294,6 +394,41 @@ impl RecorderBuilder {
         self.config.checkpoint_interval = interval;
         self
     }
+    /// How long [`Recorder::shutdown`] may take (default 30 s). Whatever is still unwritten
+    /// when it passes (the database is down or slow) is written to the spool, and the next
+    /// start replays it into the store before anything else.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.config.shutdown_timeout = timeout;
+        self
+    }
+    /// How long one attempt to write a batch may take before it is abandoned and retried
+    /// (default 30 s). An attempt abandoned after its commit went through is recognised on
+    /// retry: appends are idempotent.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.config.write_timeout = timeout;
+        self
+    }
+    /// How often the recorder reports its run to the store (default 2 s): the next start
+    /// judges an unclean stop, and how many acknowledged events it may have cost, by the
+    /// last report.
+    pub fn report_interval(mut self, interval: Duration) -> Self {
+        self.config.report_interval = interval;
+        self
+    }
+    /// The name of this recorder instance (default: the host name). Processes writing to
+    /// one database need distinct names, so that each one's runs are told apart.
+    pub fn instance(mut self, name: impl Into<String>) -> Self {
+        self.config.instance = Some(name.into());
+        self
+    }
+    /// Where events that cannot be written by the shutdown deadline are spooled (an
+    /// fsynced NDJSON file per run), and replayed from at the next start. The default is
+    /// the store's (`audit.db-spool` beside a SQLite file `audit.db`); a store that is not a
+    /// local file has none, so set one (on a persistent disk) for PostgreSQL.
+    pub fn spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.spool_dir = Some(dir.into());
+        self
+    }
     /// Hands every checkpoint written to `publisher` (a closure works), so it can be
     /// published where the database's writers cannot alter it.
     pub fn on_checkpoint(mut self, publisher: impl CheckpointPublisher) -> Self {
@@ -307,11 +442,28 @@ impl RecorderBuilder {
     }
 
     /// Validates the settings and spawns the writer task on the current Tokio runtime.
+    ///
+    /// Before the first new event, the writer replays what earlier runs spooled and checks
+    /// whether the previous run of this instance stopped cleanly (a gap record says so when
+    /// it did not); [`Recorder::recovered`] waits for that.
     pub fn start(self) -> Result<Recorder, StartError> {
         self.config.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let (sender, receiver) = mpsc::unbounded_channel();
         let interval = self.config.checkpoint_interval;
+        let identity = runs::Identity::new(self.config.instance.as_deref(), self.config.delivery);
+        let spool_dir = self
+            .config
+            .spool_dir
+            .clone()
+            .or_else(|| self.store.default_spool_dir());
+        if spool_dir.is_none() {
+            tracing::warn!(
+                "audit recorder: no spool directory (RecorderBuilder::spool_dir); events still \
+                 unwritten at the shutdown deadline will be logged, not kept"
+            );
+        }
+        let spool = spool_dir.map(|dir| Spool::new(dir, &identity.instance, identity.run_id));
         let shared = Arc::new(Shared {
             checkpointer: checkpoints::Checkpointer::new(self.store.clone(), self.publisher),
             periodic: Mutex::new(None),
@@ -323,8 +475,14 @@ impl RecorderBuilder {
             writer: tokio::sync::Mutex::new(None),
             waiting: AtomicUsize::new(0),
             batch_full: tokio::sync::Notify::new(),
+            spool,
+            spool_now: AtomicBool::new(false),
+            spool_wakeup: tokio::sync::Notify::new(),
+            recovered: AtomicBool::new(false),
+            recovered_wakeup: tokio::sync::Notify::new(),
         });
-        let task = runtime.spawn(writer::run(shared.clone(), self.store, receiver));
+        let writer = Writer::new(shared.clone(), self.store, receiver, identity);
+        let task = runtime.spawn(writer.run());
         if let Ok(mut writer) = shared.writer.try_lock() {
             *writer = Some(task);
         }
@@ -335,7 +493,12 @@ impl RecorderBuilder {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = Some(periodic);
         }
-        Ok(Recorder { shared })
+        Ok(Recorder {
+            _handle: Arc::new(Handle {
+                shared: shared.clone(),
+            }),
+            shared,
+        })
     }
 }
 
@@ -346,6 +509,34 @@ impl RecorderBuilder {
 #[derive(Clone)]
 pub struct Recorder {
     shared: Arc<Shared>,
+    /// Shared by the clones a host holds (not by reservations or the writer), so its `Drop`
+    /// runs when the host lets go of the last one.
+    _handle: Arc<Handle>,
+}
+
+/// Says so, loudly, when a host drops its last [`Recorder`] without shutting it down while
+/// events are still unwritten. The writer keeps writing them while the runtime runs, and
+/// spools the rest if the runtime stops first.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if self.shared.capacity.is_closed() {
+            return;
+        }
+        let (queued, _) = self.shared.capacity.in_use();
+        if queued > 0 {
+            tracing::error!(
+                target: "audit_store::recorder",
+                queued,
+                "audit recorder dropped without Recorder::shutdown while {queued} events were \
+                 still unwritten; they are written while the runtime runs and spooled if it \
+                 stops first — call shutdown (or Audit::serve) after the server stops"
+            );
+        }
+    }
 }
 
 impl fmt::Debug for Recorder {
@@ -464,52 +655,79 @@ impl Recorder {
         self.shared.capacity.is_closed()
     }
 
+    /// Waits until the writer has replayed what earlier runs spooled and judged whether the
+    /// previous run stopped cleanly (see [`RecorderMetrics::previous_run_unclean`]).
+    pub async fn recovered(&self) {
+        loop {
+            let wakeup = self.shared.recovered_wakeup.notified();
+            tokio::pin!(wakeup);
+            wakeup.as_mut().enable();
+            if self.shared.recovered.load(Ordering::Acquire) {
+                return;
+            }
+            wakeup.await;
+        }
+    }
+
     /// Stops admitting events, waits for every outstanding reservation to be submitted (or
-    /// dropped) and every queued event to commit — however long the database needs — then
-    /// writes any pending gap record and stops the writer. Call it after the server's
-    /// graceful shutdown completed. Calling it again (from any clone) waits again and
-    /// returns once everything is written.
+    /// dropped) and every queued event to be written, writes any pending gap record, a final
+    /// checkpoint, and makes the store's files complete ([`AuditStore::flush`]). Call it after
+    /// the server's graceful shutdown completed.
+    ///
+    /// It takes at most the shutdown timeout ([`RecorderBuilder::shutdown_timeout`], 30 s by
+    /// default). Whatever is still unwritten then (the database is down or slow) is written
+    /// to the spool and [`ShutdownError::Spooled`] says how many; the next start replays them
+    /// into the store first. Events submitted later still go to the spool. Calling it again
+    /// (from any clone) waits again.
     pub async fn shutdown(&self) -> Result<(), ShutdownError> {
-        self.stop(None).await
+        self.stop(Instant::now() + self.shared.config.shutdown_timeout)
+            .await
     }
 
-    /// Like [`Recorder::shutdown`], giving up after `limit`. On timeout the events not yet
-    /// committed stay queued and the writer keeps trying while the runtime lives.
+    /// Like [`Recorder::shutdown`], with a deadline of `limit` from now instead of the
+    /// configured timeout.
     pub async fn shutdown_within(&self, limit: Duration) -> Result<(), ShutdownError> {
-        self.stop(Some(Instant::now() + limit)).await
+        self.stop(Instant::now() + limit).await
     }
 
-    async fn stop(&self, deadline: Option<Instant>) -> Result<(), ShutdownError> {
+    async fn stop(&self, deadline: Instant) -> Result<(), ShutdownError> {
         let capacity = &self.shared.capacity;
         capacity.close();
-        if !capacity.wait_empty(deadline).await {
-            return Err(ShutdownError::TimedOut {
-                pending: capacity.in_use().0,
-            });
-        }
-        let mut writer = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, self.shared.writer.lock())
-                .await
-                .map_err(|_| ShutdownError::TimedOut { pending: 0 })?,
-            None => self.shared.writer.lock().await,
+        let drained = capacity.wait_empty(Some(deadline)).await;
+        // Reserved or queued events still unwritten at the deadline.
+        let unwritten = if drained { 0 } else { capacity.in_use().0 };
+        let mut writer = match tokio::time::timeout_at(deadline, self.shared.writer.lock()).await {
+            Ok(writer) => writer,
+            // Another shutdown holds the writer: it reports; ask the writer to spool.
+            Err(_) => {
+                self.shared.request_spool();
+                return Err(self.unwritten_error(0, unwritten as u64));
+            }
         };
         let Some(task) = writer.as_mut() else {
             return Ok(());
         };
-        // The writer may already have exited if the runtime is going away; then there is
-        // nobody left to tell.
-        let _ = self.shared.sender.send(Message::Stop);
-        let joined = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, task).await.map_err(|_| {
-                ShutdownError::TimedOut {
-                    pending: usize::from(self.shared.gap_pending()),
-                }
-            })?,
-            None => task.await,
+        let counters = &self.shared.counters;
+        let spooled_before = counters.spooled.load(Ordering::Acquire);
+        let lost_before = counters.lost.load(Ordering::Acquire);
+        if drained {
+            // The writer may already have exited if the runtime is going away; then there is
+            // nobody left to tell.
+            let _ = self.shared.sender.send(Message::Stop);
+        } else {
+            self.shared.request_spool();
+        }
+        let joined = match tokio::time::timeout_at(deadline, &mut *task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                // Writing the last batch outlived the deadline: spool it instead. The writer
+                // only writes local files from here, so this takes moments.
+                self.shared.request_spool();
+                task.await
+            }
         };
         *writer = None;
         joined.map_err(|_| ShutdownError::WriterFailed)?;
-        // Everything is committed: vouch for the final head.
         let periodic = self
             .shared
             .periodic
@@ -519,10 +737,42 @@ impl Recorder {
         if let Some(periodic) = periodic {
             periodic.abort();
         }
-        self.shared
-            .checkpointer
-            .write(crate::CheckpointKind::Shutdown, &self.shared.counters)
-            .await;
+        let spooled = counters.spooled.load(Ordering::Acquire) - spooled_before;
+        let lost = counters.lost.load(Ordering::Acquire) - lost_before;
+        if spooled > 0 || lost > 0 || self.shared.spool_now.load(Ordering::Acquire) {
+            return Err(self.unwritten_error(spooled, lost.max(unwritten as u64)));
+        }
+        // Everything is written: vouch for the final head, and leave complete files behind.
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let finish = async {
+            self.shared
+                .checkpointer
+                .write(crate::CheckpointKind::Shutdown, &self.shared.counters)
+                .await;
+            if let Err(error) = self.shared.checkpointer.store().flush().await {
+                tracing::warn!(%error, "audit store: could not flush at shutdown");
+            }
+        };
+        if tokio::time::timeout(remaining.max(Duration::from_secs(1)), finish)
+            .await
+            .is_err()
+        {
+            tracing::warn!("audit recorder: the final checkpoint did not finish by the deadline");
+        }
         Ok(())
+    }
+
+    /// The error for a shutdown that spooled `spooled` events and left `unwritten` (without
+    /// a spool: unkept).
+    fn unwritten_error(&self, spooled: u64, unwritten: u64) -> ShutdownError {
+        match &self.shared.spool {
+            Some(spool) => ShutdownError::Spooled {
+                events: spooled,
+                path: spool.path(),
+            },
+            None => ShutdownError::TimedOut {
+                pending: usize::try_from(unwritten).unwrap_or(usize::MAX),
+            },
+        }
     }
 }

@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
-use super::metrics::Counters;
 use super::writer::{Message, Queued};
 use super::{DeliveryMode, Shared};
 use crate::event::AuditEvent;
@@ -83,6 +82,7 @@ impl Reservation {
         // Counted before sending so the writer, which subtracts what it takes, never sees
         // the count go below zero.
         let waiting = shared.waiting.fetch_add(1, Ordering::AcqRel) + 1;
+        shared.counters.acknowledge();
         match shared.sender.send(Message::Event(queued)) {
             Ok(()) => {
                 // In durable mode the writer also lingers only while reserved events are
@@ -97,12 +97,19 @@ impl Reservation {
                     None => Delivery::done(),
                 }
             }
-            Err(_) => {
+            Err(unsent) => {
+                // The writer has stopped (shutdown passed its deadline, or the runtime is
+                // going away): keep the event in the spool, for the next start to replay.
                 shared.waiting.fetch_sub(1, Ordering::AcqRel);
                 shared.capacity.release(1, actual);
-                Counters::add(&shared.counters.lost, 1);
-                tracing::error!("audit recorder writer has stopped; an audit event was lost");
-                Delivery::failed()
+                let Message::Event(queued) = unsent.0 else {
+                    return Delivery::failed();
+                };
+                if shared.spool_late(&queued.event) {
+                    Delivery::done()
+                } else {
+                    Delivery::failed()
+                }
             }
         }
     }

@@ -50,6 +50,11 @@ impl BulkReader {
         }
     }
 
+    /// The database file read.
+    pub(super) fn database_file(&self) -> &Path {
+        &self.inner.path
+    }
+
     /// Runs `sql` (selecting `sql::ROW_COLUMNS`) with `binds` and decodes every row.
     pub(super) async fn events(
         &self,

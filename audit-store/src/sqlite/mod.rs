@@ -7,6 +7,7 @@
 
 mod bulk_read;
 mod forwarding;
+mod write;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ use crate::error::StoreError;
 use crate::event::AuditEvent;
 use crate::forwarding::{ForwardLease, ForwardPosition, ForwardState, StoredCheckpoint};
 use crate::query::{EventFilter, FacetUser, Facets, Page, PageRequest, Position, TenantScope};
+use crate::reliability::{QuarantinedEvent, RecorderRun};
 use crate::sql::{self, Dialect, RowOrder};
 use crate::store::{self, AuditStore, Backend, EventStream};
 
@@ -43,6 +45,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0001_events.sql"),
     ),
     (
+        2,
+        "quarantine and recorder runs",
+        include_str!("../../migrations/sqlite/0002_reliability.sql"),
+    ),
+    (
         3,
         "forwarding cursors and leases",
         include_str!("../../migrations/sqlite/0003_forwarding.sql"),
@@ -52,10 +59,6 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// The table recording which of this crate's migrations ran; named apart from sqlx's
 /// default `_sqlx_migrations` so it never collides with the host's own migrations.
 const MIGRATIONS_TABLE: &str = "_audit_store_migrations";
-
-/// Rows per INSERT statement: 21 columns × 500 rows stays well under SQLite's 32,766
-/// bind-parameter limit.
-const ROWS_PER_INSERT: usize = 500;
 
 /// Rows deleted per purge transaction, so a large purge never holds the write lock long.
 const PURGE_CHUNK: i64 = 10_000;
@@ -396,58 +399,7 @@ impl Backend for SqliteStore {
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn append(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let events = crate::sanitize::storable(events);
-        // IMMEDIATE takes the write lock up front, waiting out the busy timeout, instead of
-        // failing with SQLITE_BUSY when another process writes to the same file.
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let head = read_head(&mut tx).await?;
-        let (links, new_head) = head.extend(&events);
-        for (chunk, links) in events
-            .chunks(ROWS_PER_INSERT)
-            .zip(links.chunks(ROWS_PER_INSERT))
-        {
-            let mut qb = QueryBuilder::<Sqlite>::new(format!(
-                "INSERT INTO audit_events (seq, prev_hash, hash, {}) ",
-                sql::EVENT_COLUMNS
-            ));
-            qb.push_values(chunk.iter().zip(links), |mut row, (event, link)| {
-                row.push_bind(seq_i64(link.seq))
-                    .push_bind(link.prev_hash.0.to_vec())
-                    .push_bind(link.hash.0.to_vec())
-                    .push_bind(event.id)
-                    .push_bind(event.occurred_at.timestamp_micros())
-                    .push_bind(event.tenant.as_deref())
-                    .push_bind(event.request_id.as_str())
-                    .push_bind(event.actor_id.as_deref())
-                    .push_bind(event.actor_email.as_deref())
-                    .push_bind(event.actor_name.as_deref())
-                    .push_bind(event.category.as_str())
-                    .push_bind(event.action.as_str())
-                    .push_bind(event.outcome.as_str())
-                    .push_bind(event.reason.as_deref())
-                    .push_bind(event.resource_id.as_deref())
-                    .push_bind(event.resource_name.as_deref())
-                    .push_bind(event.method.as_str())
-                    .push_bind(event.route.as_str())
-                    .push_bind(event.path.as_str())
-                    .push_bind(i64::from(event.status))
-                    .push_bind(event.duration_ms)
-                    .push_bind(event.client_ip.as_deref())
-                    .push_bind(event.user_agent.as_deref())
-                    .push_bind(serde_json::Value::Object(event.attributes.clone()).to_string());
-            });
-            qb.build().execute(&mut *tx).await?;
-        }
-        sqlx::query("UPDATE audit_chain_head SET seq = ?, hash = ? WHERE id = 1")
-            .bind(seq_i64(new_head.seq))
-            .bind(new_head.hash.0.to_vec())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        self.append_batch(events).await
     }
 
     async fn query(
@@ -596,6 +548,47 @@ impl AuditStore for SqliteStore {
     }
     async fn resume_forwarding(&self, sink: &str) -> Result<bool, StoreError> {
         self.forwarding().resume(sink).await
+    }
+
+    async fn quarantine(&self, events: &[QuarantinedEvent]) -> Result<(), StoreError> {
+        self.insert_quarantined(events).await
+    }
+
+    async fn quarantined(&self) -> Result<Vec<QuarantinedEvent>, StoreError> {
+        self.read_quarantined().await
+    }
+
+    async fn recorder_run(&self, instance: &str) -> Result<Option<RecorderRun>, StoreError> {
+        self.read_run(instance).await
+    }
+
+    async fn report_run(&self, run: &RecorderRun) -> Result<(), StoreError> {
+        self.write_run(run).await
+    }
+
+    fn default_spool_dir(&self) -> Option<PathBuf> {
+        match self.bulk.get() {
+            Some(Some(bulk)) => {
+                let mut dir = bulk.database_file().as_os_str().to_owned();
+                dir.push("-spool");
+                Some(PathBuf::from(dir))
+            }
+            _ => None,
+        }
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        // TRUNCATE waits for readers (up to the busy timeout) and leaves an empty WAL file.
+        // An in-memory database has no WAL, and SQLite answers the pragma with a no-op.
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&self.writer)
+            .await?;
+        if busy != 0 {
+            tracing::warn!(
+                "audit store: a reader kept the SQLite WAL from being checkpointed completely"
+            );
+        }
+        Ok(())
     }
 }
 

@@ -56,6 +56,7 @@ all_backends!(
     update_and_delete_are_rejected_by_the_database,
     concurrent_appends_lose_nothing,
     failed_batch_is_atomic,
+    retried_batches_are_idempotent,
     two_stores_share_one_database,
     clean_chain_verifies,
     modified_row_is_detected,

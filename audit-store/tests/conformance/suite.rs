@@ -804,14 +804,53 @@ pub async fn concurrent_appends_lose_nothing(h: &Harness) {
 pub async fn failed_batch_is_atomic(h: &Harness) {
     let events = varied_events(14, 3);
     h.store.append(&events).await.unwrap();
-    // A batch containing a duplicate id fails as a whole: none of its events is stored.
+    // A batch reusing a stored id for other content fails as a whole, naming the id: none of
+    // its events is stored.
     let mut batch = varied_events(15, 1200);
     batch[1100] = events[0].clone();
-    assert!(matches!(
-        h.store.append(&batch).await,
-        Err(StoreError::Database(_))
-    ));
+    batch[1100].path = "/somewhere/else".into();
+    let error = h.store.append(&batch).await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::IdConflict { ids } if ids == &[events[0].id]),
+        "{error:?}"
+    );
+    assert!(error.is_permanent());
+    // The same within one batch: two different events under one id.
+    let mut twins = varied_events(16, 10);
+    twins[7].id = twins[2].id;
+    let error = h.store.append(&twins).await.unwrap_err();
+    assert!(matches!(error, StoreError::IdConflict { .. }), "{error:?}");
     assert_eq!(all(&*h.store, &filter(), &TenantScope::All).await.len(), 3);
+}
+
+/// A batch whose earlier attempt committed (its acknowledgement lost) is retried: the events
+/// already stored are recognised and not stored twice, the rest is written, and the chain
+/// stays intact.
+pub async fn retried_batches_are_idempotent(h: &Harness) {
+    let first = varied_events(17, 700);
+    h.store.append(&first).await.unwrap();
+    let head = h.store.chain_head().await.unwrap();
+    h.store.append(&first).await.unwrap();
+    assert_eq!(
+        h.store.chain_head().await.unwrap(),
+        head,
+        "nothing was appended twice"
+    );
+    // Part stored, part new, and an event repeated within the batch.
+    let mut mixed = first[600..].to_vec();
+    let new = varied_events(18, 300);
+    mixed.extend(new.iter().cloned());
+    mixed.push(new[5].clone());
+    h.store.append(&mixed).await.unwrap();
+    let stored = all(&*h.store, &filter(), &TenantScope::All).await;
+    assert_eq!(stored.len(), 1000);
+    let ids: HashSet<_> = stored.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 1000);
+    assert!(new.iter().all(|e| ids.contains(&e.id)));
+    let report = verify_chain(&*h.store, &signer().verifying_key())
+        .await
+        .unwrap();
+    assert!(report.is_intact(), "{report:?}");
 }
 
 pub async fn two_stores_share_one_database(h: &Harness) {
