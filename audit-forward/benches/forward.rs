@@ -32,7 +32,11 @@ fn event(i: usize) -> AuditEvent {
             format!("/api/models/{i}"),
             200,
         ))
-        .tenant(if i % 2 == 0 { "acme" } else { "globex" })
+        .tenant(if i.is_multiple_of(2) {
+            "acme"
+        } else {
+            "globex"
+        })
         .actor_email("alice@acme.test")
         .resource(i.to_string(), format!("Churn model {i}"))
         .attribute("changes", serde_json::json!({"decay": [0.3, 0.4]}))

@@ -177,7 +177,7 @@ pub fn subject_token(value: &str) -> String {
         }
     }
     if token.is_empty() {
-        token.push_str("%");
+        token.push('%');
     }
     token
 }

@@ -389,8 +389,7 @@ impl StreamVerifier {
         self.altered.dedup();
         self.altered_count = self.altered.len() as u64;
         self.altered.truncate(LISTED);
-        self.entries
-            .sort_unstable_by(|a, b| (a.seq, a.hash).cmp(&(b.seq, b.hash)));
+        self.entries.sort_unstable_by_key(|e| (e.seq, e.hash));
         let mut report = StreamReport {
             records: self.records,
             events: 0,
@@ -612,14 +611,14 @@ mod tests {
 
         let mut dropped = events.clone();
         dropped.remove(6); // seq 7
-        let report = verify(&dropped, &[checkpoint.clone()], &signer);
+        let report = verify(&dropped, std::slice::from_ref(&checkpoint), &signer);
         assert!(!report.is_intact());
         assert_eq!(report.gaps, [SeqRange { from: 7, to: 7 }]);
         assert_eq!(report.complete_through, None);
 
         let mut altered = events.clone();
         altered[11].category = "Tampered".into();
-        let report = verify(&altered, &[checkpoint.clone()], &signer);
+        let report = verify(&altered, std::slice::from_ref(&checkpoint), &signer);
         assert_eq!(
             report.altered,
             [Altered {
@@ -629,11 +628,11 @@ mod tests {
         );
         assert!(!report.is_intact());
 
-        let report = verify(&events[..10], &[checkpoint.clone()], &signer);
+        let report = verify(&events[..10], std::slice::from_ref(&checkpoint), &signer);
         assert_eq!(report.missing_tail, Some((10, 15)));
 
         let first_dropped = &events[1..];
-        let report = verify(first_dropped, &[checkpoint.clone()], &signer);
+        let report = verify(first_dropped, std::slice::from_ref(&checkpoint), &signer);
         assert_eq!(report.start, Start::Unvouched { first_seq: 2 });
         assert!(!report.is_intact());
         let mut verifier = StreamVerifier::new(signer.verifying_key()).from_seq(2);

@@ -163,8 +163,12 @@ pub fn events(count: usize) -> Vec<AuditEvent> {
                 .actor_email("alice@acme.test")
                 .resource(i.to_string(), format!("Thing {i}"))
                 .attribute("n", i as u64);
-            if i % 4 != 0 {
-                builder = builder.tenant(if i % 2 == 0 { "acme" } else { "globex" });
+            if !i.is_multiple_of(4) {
+                builder = builder.tenant(if i.is_multiple_of(2) {
+                    "acme"
+                } else {
+                    "globex"
+                });
             }
             builder.build()
         })
