@@ -176,15 +176,18 @@ async fn verify_stream_reads_a_jetstream_stream() {
         .collect();
     sink.deliver(&Batch::new(kept)).await.unwrap();
     let key = public_key();
-    let run = audit(&[
-        "verify-stream",
-        "--nats",
-        &url,
-        "--stream",
-        &stream,
-        "--public-key",
-        &key,
-    ]);
+    let verify_stream = || {
+        audit(&[
+            "verify-stream",
+            "--nats",
+            &url,
+            "--stream",
+            &stream,
+            "--public-key",
+            &key,
+        ])
+    };
+    let run = verify_stream();
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
         run.stdout.contains("1 event(s) missing: seq 3"),
@@ -198,15 +201,7 @@ async fn verify_stream_reads_a_jetstream_stream() {
         .cloned()
         .collect();
     sink.deliver(&Batch::new(third)).await.unwrap();
-    let run = audit(&[
-        "verify-stream",
-        "--nats",
-        &url,
-        "--stream",
-        &stream,
-        "--public-key",
-        &key,
-    ]);
+    let run = verify_stream();
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
         run.stdout.contains("complete through:  seq 25"),
