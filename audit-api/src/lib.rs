@@ -48,6 +48,7 @@ mod access;
 mod error;
 mod evidence;
 pub mod export;
+mod forwarding;
 mod guard;
 mod handlers;
 pub mod manifest;

@@ -137,6 +137,51 @@ mod schemas {
         pub signature: String,
     }
 
+    /// How far the log has been forwarded, per sink.
+    #[derive(ToSchema)]
+    pub(crate) struct AuditForwarding {
+        pub sinks: Vec<AuditSinkStatus>,
+    }
+
+    /// One forwarding sink.
+    #[derive(ToSchema)]
+    pub(crate) struct AuditSinkStatus {
+        pub sink: String,
+        /// `forwarding`, `caught_up`, `retrying`, `halted`, `standby`, `stopped`, `starting`
+        /// or `unknown` (no live lease: no instance forwards it now).
+        pub state: String,
+        /// Events stored but not yet acknowledged by the sink.
+        pub lag_events: u64,
+        /// How long the oldest undelivered event has waited, in seconds.
+        pub lag_seconds: f64,
+        /// The last event seq the sink acknowledged.
+        pub delivered_seq: u64,
+        pub head_seq: u64,
+        /// The instance holding the sink's lease, if live.
+        pub holder: Option<String>,
+        /// Whether that is the instance answering.
+        pub this_instance: bool,
+        /// Set while the sink is halted by a permanent refusal.
+        pub halt: Option<AuditForwardHalt>,
+        /// The last delivery error the answering instance saw.
+        pub last_error: Option<String>,
+        /// When the sink's position last moved, RFC 3339.
+        #[schema(format = DateTime)]
+        pub updated_at: String,
+    }
+
+    /// A sink halted at a batch it refused permanently, until an operator resumes it
+    /// (`audit forward-retry`).
+    #[derive(ToSchema)]
+    pub(crate) struct AuditForwardHalt {
+        /// The first event of the refused batch.
+        pub seq: u64,
+        /// What the sink answered.
+        pub reason: String,
+        #[schema(format = DateTime)]
+        pub since: String,
+    }
+
     /// Why a checkpoint was written.
     #[derive(ToSchema)]
     #[schema(rename_all = "snake_case")]
@@ -298,6 +343,10 @@ fn operation(route: &RouteSpec) -> Operation {
             "The latest checkpoint",
             schema_ref::<schemas::AuditCheckpoint>(),
         ),
+        Produces::Forwarding => json_response(
+            "The forwarding status",
+            schema_ref::<schemas::AuditForwarding>(),
+        ),
         Produces::OpenApi => json_response(
             "This document",
             RefOr::T(Schema::Object(
@@ -358,6 +407,9 @@ fn operation(route: &RouteSpec) -> Operation {
     }
     if route.produces == Produces::Manifest {
         builder = builder.response("501", error("The host configured no signing key"));
+    }
+    if route.produces == Produces::Forwarding {
+        builder = builder.response("501", error("The store keeps no forwarding cursors"));
     }
     if route.produces == Produces::Checkpoint {
         builder = builder.response("404", error("No checkpoint was signed yet"));
@@ -420,6 +472,9 @@ pub(crate) fn document() -> OpenApi {
                 .schema_from::<schemas::AuditEventPage>()
                 .schema_from::<schemas::AuditFacets>()
                 .schema_from::<schemas::AuditFacetUser>()
+                .schema_from::<schemas::AuditForwarding>()
+                .schema_from::<schemas::AuditSinkStatus>()
+                .schema_from::<schemas::AuditForwardHalt>()
                 .schema_from::<schemas::AuditError>()
                 .build(),
         ))

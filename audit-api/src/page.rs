@@ -51,6 +51,8 @@ const HEAD_MARKER: &str = "<!--SERVER-HEAD-->";
 const APP_JS: &str = include_str!("../assets/app.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
 const ICON_SVG: &str = include_str!("../assets/icon.svg");
+/// The forwarding status line, a file of its own so the page script stays independent.
+const FORWARDING_JS: &str = include_str!("../assets/forwarding.js");
 
 /// The Activity log page for `viewer`. Its assets and API calls are relative URLs, resolved
 /// against the page's own URL, or against `base` when the page is served at a prefix
@@ -122,6 +124,11 @@ pub(crate) async fn app_css(_: CanView) -> Response {
 /// `GET /assets/icon.svg`; access as for [`app_js`].
 pub(crate) async fn icon_svg(_: CanView) -> Response {
     asset("image/svg+xml", ICON_SVG)
+}
+
+/// `GET /assets/forwarding.js`; access as for [`app_js`].
+pub(crate) async fn forwarding_js(_: CanView) -> Response {
+    asset("text/javascript; charset=utf-8", FORWARDING_JS)
 }
 
 /// The page a visitor who is not signed in sees.

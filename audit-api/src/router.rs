@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use audit_store::{AuditStore, CheckpointSigner};
+use audit_store::{AuditStore, CheckpointSigner, ForwardingStatus};
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use crate::access::{AccessPolicy, Permission};
 use crate::evidence;
+use crate::forwarding;
 use crate::handlers;
 use crate::openapi;
 use crate::page;
@@ -27,6 +28,8 @@ pub(crate) struct Inner {
     pub(crate) sink: Arc<dyn AuditSink>,
     /// Signs export manifests; `None` makes `/export/manifest` answer 501.
     pub(crate) signer: Option<Arc<CheckpointSigner>>,
+    /// What `/forwarding` reports: the host's forwarder, or the store's cursors.
+    pub(crate) forwarding: Arc<dyn ForwardingStatus>,
     pub(crate) openapi_json: Bytes,
     /// Whether `{prefix}/` is routed to the page ([`AuditRouter::mount`]); if not, the page
     /// is served at the bare prefix, where plain `Router::nest` puts the `/` route.
@@ -51,6 +54,7 @@ pub(crate) enum Produces {
     OpenApi,
     Checkpoint,
     Manifest,
+    Forwarding,
 }
 
 /// One route of the router: the single table both the axum router and the OpenAPI
@@ -153,6 +157,22 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         handler: || get(evidence::checkpoint),
     },
     RouteSpec {
+        path: "/forwarding",
+        operation_id: "getForwarding",
+        summary: "How far the log has been forwarded, per sink",
+        description: "One entry per forwarding sink (NATS JetStream, webhook, ...): its state \
+                      (`forwarding`, `caught_up`, `retrying`, `halted`, `standby`, `stopped`, \
+                      `unknown`), the lag in events and in seconds (how long the oldest \
+                      undelivered event has waited), the instance holding its lease, and for a \
+                      halted sink the refused batch and the sink's answer. A halted sink waits \
+                      for the operator: `audit forward-retry --database URL --sink NAME`. \
+                      501 when the store keeps no forwarding cursors.",
+        permission: Permission::View,
+        endpoint: Endpoint::NoParameters,
+        produces: Produces::Forwarding,
+        handler: || get(forwarding::forwarding),
+    },
+    RouteSpec {
         path: "/openapi.json",
         operation_id: "getOpenApi",
         summary: "This document",
@@ -194,6 +214,7 @@ pub struct AuditRouter {
     policy: Arc<dyn AccessPolicy>,
     sink: Option<Arc<dyn AuditSink>>,
     signer: Option<Arc<CheckpointSigner>>,
+    forwarding: Option<Arc<dyn ForwardingStatus>>,
 }
 
 impl std::fmt::Debug for AuditRouter {
@@ -214,6 +235,7 @@ impl AuditRouter {
             policy: Arc::new(policy),
             sink: None,
             signer: None,
+            forwarding: None,
         }
     }
 
@@ -224,6 +246,7 @@ impl AuditRouter {
             policy: Arc::new(policy),
             sink: None,
             signer: None,
+            forwarding: None,
         }
     }
 
@@ -239,6 +262,37 @@ impl AuditRouter {
     /// that route answers 501 `not_configured`.
     pub fn signer(mut self, signer: CheckpointSigner) -> Self {
         self.signer = Some(Arc::new(signer));
+        self
+    }
+
+    /// Reports forwarding at `GET /forwarding` (and in the page's status line) from
+    /// `status`, normally the handle of the `audit-forward` forwarder running in this
+    /// process, which adds its live state and last error to what the database says.
+    /// Without it the route reports the cursors stored in the database, written by
+    /// whichever instance forwards.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use audit_api::{Access, AuditRouter};
+    /// use audit_store::SqliteStore;
+    /// use http::request::Parts;
+    ///
+    /// let store = SqliteStore::connect("sqlite::memory:").await?;
+    /// let policy = |_: &Parts| async { Access::Unauthenticated };
+    /// // Any `ForwardingStatus` works; `audit_forward::ForwarderHandle` is the usual one.
+    /// let router = AuditRouter::new(store.clone(), policy).forwarding(store).into_router();
+    /// # let _ = router;
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+    /// ```
+    pub fn forwarding(mut self, status: impl ForwardingStatus) -> Self {
+        self.forwarding = Some(Arc::new(status));
+        self
+    }
+
+    /// Like [`AuditRouter::forwarding`] for a status source the host already shares.
+    pub fn forwarding_shared(mut self, status: Arc<dyn ForwardingStatus>) -> Self {
+        self.forwarding = Some(status);
         self
     }
 
@@ -318,7 +372,12 @@ impl AuditRouter {
             let store = Arc::clone(&self.store);
             Arc::new(store) as Arc<dyn AuditSink>
         });
+        let forwarding = self.forwarding.unwrap_or_else(|| {
+            let store = Arc::clone(&self.store);
+            Arc::new(store) as Arc<dyn ForwardingStatus>
+        });
         let state = AppState(Arc::new(Inner {
+            forwarding,
             store: self.store,
             policy: self.policy,
             sink,
@@ -335,7 +394,8 @@ impl AuditRouter {
         router = router
             .route("/assets/app.js", get(page::app_js))
             .route("/assets/app.css", get(page::app_css))
-            .route("/assets/icon.svg", get(page::icon_svg));
+            .route("/assets/icon.svg", get(page::icon_svg))
+            .route("/assets/forwarding.js", get(page::forwarding_js));
         (router.fallback(handlers::not_found), state)
     }
 }

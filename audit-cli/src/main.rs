@@ -1,13 +1,16 @@
-//! `audit`: verifies an audit log's hash chain and checkpoints, and verifiable exports.
+//! `audit`: verifies an audit log's hash chain and checkpoints, verifiable exports and
+//! forwarded copies; shows and resumes forwarding sinks.
 //!
 //! Exit status: 0 when everything verifies, 1 when tampering was found, 2 for usage,
 //! connection and file errors, 3 when `verify` found no signed checkpoint at all (the tail is
 //! unanchored: deleting the newest events would go unnoticed; `--allow-unanchored` accepts it).
 #![forbid(unsafe_code)]
 
+mod forward;
 mod open;
 mod verify_db;
 mod verify_export;
+mod verify_stream;
 
 use std::process::ExitCode;
 
@@ -52,6 +55,49 @@ enum Command {
         /// The signer's Ed25519 public key, 64 hex digits.
         #[arg(long)]
         public_key: String,
+    },
+    /// Check a forwarded copy of the log (a webhook receiver's NDJSON file, or a JetStream
+    /// stream): every event's hash, gaps in the sequence, links, and the signed checkpoints.
+    VerifyStream {
+        /// The NDJSON file (events and `{"checkpoint": ...}` lines, any order, duplicates allowed).
+        #[arg(required_unless_present = "nats", conflicts_with = "nats")]
+        file: Option<std::path::PathBuf>,
+        /// Read a JetStream stream instead: the NATS server URL.
+        #[arg(long, requires = "stream")]
+        nats: Option<String>,
+        /// The stream's name.
+        #[arg(long)]
+        stream: Option<String>,
+        /// Only messages on this subject filter (e.g. `audit.events.acme.>`).
+        #[arg(long)]
+        subject: Option<String>,
+        /// The checkpoint signer's Ed25519 public key, 64 hex digits.
+        #[arg(long)]
+        public_key: String,
+        /// The copy starts at this seq by design (a sink started after the beginning).
+        #[arg(long)]
+        from_seq: Option<u64>,
+    },
+    /// Show each forwarding sink's position, lag, lease holder and halt.
+    ForwardStatus {
+        /// sqlite://path/to/audit.db or postgres://user@host/db
+        #[arg(long, env = "AUDIT_DATABASE_URL")]
+        database: String,
+        /// PostgreSQL schema holding the store's tables (default `audit`).
+        #[arg(long)]
+        schema: Option<String>,
+    },
+    /// Resume a sink halted by a permanent refusal: its forwarder retries the refused batch.
+    ForwardRetry {
+        /// sqlite://path/to/audit.db or postgres://user@host/db
+        #[arg(long, env = "AUDIT_DATABASE_URL")]
+        database: String,
+        /// PostgreSQL schema holding the store's tables (default `audit`).
+        #[arg(long)]
+        schema: Option<String>,
+        /// The sink's name, as `forward-status` lists it.
+        #[arg(long)]
+        sink: String,
     },
 }
 
@@ -104,6 +150,36 @@ fn main() -> ExitCode {
                 Ok(key) => verify_export::run(&file, manifest.as_deref(), &key),
                 Err(error) => Outcome::Error(format!("--public-key: {error}")),
             },
+            Command::VerifyStream {
+                file,
+                nats,
+                stream,
+                subject,
+                public_key,
+                from_seq,
+            } => {
+                let source = match (&file, &nats, &stream) {
+                    (Some(file), _, _) => verify_stream::Source::File(file),
+                    (None, Some(url), Some(stream)) => verify_stream::Source::JetStream {
+                        url,
+                        stream,
+                        subject: subject.as_deref(),
+                    },
+                    _ => return Outcome::Error("give a FILE, or --nats URL --stream NAME".into()),
+                };
+                match audit_store::parse_public_key(&public_key) {
+                    Ok(key) => verify_stream::run(source, &key, from_seq).await,
+                    Err(error) => Outcome::Error(format!("--public-key: {error}")),
+                }
+            }
+            Command::ForwardStatus { database, schema } => {
+                forward::status(&database, schema.as_deref()).await
+            }
+            Command::ForwardRetry {
+                database,
+                schema,
+                sink,
+            } => forward::retry(&database, schema.as_deref(), &sink).await,
         }
     });
     finish(outcome)

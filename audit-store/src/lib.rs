@@ -34,6 +34,7 @@ mod checkpoint;
 mod checkpoint_log;
 mod error;
 mod event;
+mod forwarding;
 mod query;
 mod recorder;
 mod reliability;
@@ -63,6 +64,10 @@ pub use event::{
     Action, Attributes, AuditEvent, CustomAction, EventBuilder, HttpFacts, InvalidName,
     NeedsOrigin, Outcome, Ready, record_change, rfc3339_micros, truncate_to_micros, uuid_v7_at,
 };
+pub use forwarding::{
+    ForwardHalt, ForwardLease, ForwardPosition, ForwardState, ForwardingStatus, SinkStatus,
+    StoredCheckpoint,
+};
 #[cfg(feature = "postgres")]
 pub use postgres::{DEFAULT_SCHEMA, PostgresStore};
 pub use query::{
@@ -80,7 +85,7 @@ pub use sanitize::{MAX_INDEXED_TEXT, NUL_REPLACEMENT, REPLACED_ATTRIBUTE, TRUNCA
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use store::{AuditStore, EventStream};
-pub use verify::{ChainBreak, ChainReport, verify_chain, verify_chain_against};
+pub use verify::{ChainBreak, ChainReport, chain_hashes_match, verify_chain, verify_chain_against};
 
 /// The text every append-only rejection raised by the database contains.
 pub const APPEND_ONLY_MESSAGE: &str = "audit events are append-only";

@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -14,6 +15,7 @@ use crate::chain::ChainHead;
 use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner};
 use crate::error::StoreError;
 use crate::event::AuditEvent;
+use crate::forwarding::{ForwardLease, ForwardPosition, ForwardState, StoredCheckpoint};
 use crate::query::{
     Cursor, EventFilter, FacetUser, Facets, Page, PageRequest, Position, TenantScope,
 };
@@ -100,6 +102,68 @@ pub trait AuditStore: fmt::Debug + Send + Sync + 'static {
         Ok(self.checkpoints().await?.pop())
     }
 
+    /// Checkpoints stored after the one with id `after_id` (0: from the first), oldest
+    /// first, at most `limit`. A forwarder resumes its checkpoint stream with this.
+    async fn checkpoints_after(
+        &self,
+        _after_id: u64,
+        _limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        Err(StoreError::Unsupported("this store keeps no checkpoints"))
+    }
+
+    /// Every forwarding sink's cursor, lease and lag, as stored (see the `audit-forward`
+    /// crate). Stores without forwarding support keep the default, an
+    /// [`StoreError::Unsupported`] error.
+    async fn forward_states(&self) -> Result<Vec<ForwardState>, StoreError> {
+        Err(FORWARDING_UNSUPPORTED)
+    }
+
+    /// Takes the lease on forwarding `sink` for `holder` for `ttl` when it is free or has
+    /// lapsed, or renews it when `holder` already holds it; creates the sink's cursor at
+    /// `start` if it has none. `None` while another holder's lease is live.
+    async fn acquire_forward_lease(
+        &self,
+        _sink: &str,
+        _holder: &str,
+        _ttl: Duration,
+        _start: ForwardPosition,
+    ) -> Result<Option<ForwardLease>, StoreError> {
+        Err(FORWARDING_UNSUPPORTED)
+    }
+
+    /// Gives a lease up, so another instance may take over at once.
+    async fn release_forward_lease(&self, _lease: &ForwardLease) -> Result<(), StoreError> {
+        Err(FORWARDING_UNSUPPORTED)
+    }
+
+    /// Moves the sink's cursor to `to`, only while `lease` is live; `false` (nothing
+    /// written) when it is not.
+    async fn advance_forward_cursor(
+        &self,
+        _lease: &ForwardLease,
+        _to: ForwardPosition,
+    ) -> Result<bool, StoreError> {
+        Err(FORWARDING_UNSUPPORTED)
+    }
+
+    /// Marks the sink halted at `seq` because it refused a batch permanently, only while
+    /// `lease` is live; `false` when it is not.
+    async fn halt_forwarding(
+        &self,
+        _lease: &ForwardLease,
+        _seq: u64,
+        _reason: &str,
+    ) -> Result<bool, StoreError> {
+        Err(FORWARDING_UNSUPPORTED)
+    }
+
+    /// The operator's word: clears the sink's halt, so its forwarder retries the refused
+    /// batch. `false` when it was not halted (or is unknown).
+    async fn resume_forwarding(&self, _sink: &str) -> Result<bool, StoreError> {
+        Err(FORWARDING_UNSUPPORTED)
+    }
+
     /// Makes everything committed so far complete in the database's own files, so they can
     /// be copied or read without the store's helpers. [`Recorder::shutdown`] calls it after
     /// its last write. The SQLite store checkpoints its write-ahead log into the database
@@ -146,6 +210,9 @@ pub trait AuditStore: fmt::Debug + Send + Sync + 'static {
     }
 }
 
+const FORWARDING_UNSUPPORTED: StoreError =
+    StoreError::Unsupported("this store keeps no forwarding cursors");
+
 #[async_trait]
 impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
     async fn append(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
@@ -185,6 +252,48 @@ impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
     }
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         (**self).latest_checkpoint().await
+    }
+    async fn checkpoints_after(
+        &self,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        (**self).checkpoints_after(after_id, limit).await
+    }
+    async fn forward_states(&self) -> Result<Vec<ForwardState>, StoreError> {
+        (**self).forward_states().await
+    }
+    async fn acquire_forward_lease(
+        &self,
+        sink: &str,
+        holder: &str,
+        ttl: Duration,
+        start: ForwardPosition,
+    ) -> Result<Option<ForwardLease>, StoreError> {
+        (**self)
+            .acquire_forward_lease(sink, holder, ttl, start)
+            .await
+    }
+    async fn release_forward_lease(&self, lease: &ForwardLease) -> Result<(), StoreError> {
+        (**self).release_forward_lease(lease).await
+    }
+    async fn advance_forward_cursor(
+        &self,
+        lease: &ForwardLease,
+        to: ForwardPosition,
+    ) -> Result<bool, StoreError> {
+        (**self).advance_forward_cursor(lease, to).await
+    }
+    async fn halt_forwarding(
+        &self,
+        lease: &ForwardLease,
+        seq: u64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        (**self).halt_forwarding(lease, seq, reason).await
+    }
+    async fn resume_forwarding(&self, sink: &str) -> Result<bool, StoreError> {
+        (**self).resume_forwarding(sink).await
     }
     async fn flush(&self) -> Result<(), StoreError> {
         (**self).flush().await

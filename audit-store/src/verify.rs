@@ -436,6 +436,8 @@ fn check_link(
 /// with the reference implementation ([`chain_hash`]) before it is believed, so a verdict of
 /// "modified" never rests on the fast path alone, and a false match would need it to produce
 /// the stored SHA-256 of other content.
+///
+/// Public as [`chain_hashes_match`] for receivers checking a copy of the chain.
 fn hashes_match(events: &[AuditEvent]) -> Vec<bool> {
     // Every event's `prev_hash ‖ seq ‖ canonical JSON`, back to back in one buffer.
     let mut bytes = Vec::with_capacity(events.len() * 640);
@@ -466,4 +468,25 @@ fn hashes_match(events: &[AuditEvent]) -> Vec<bool> {
             None => false,
         })
         .collect()
+}
+
+/// Whether each event's content and position still give the hash its `chain` link states
+/// (`false` for an event without a link). Hashes a batch side by side (multi-buffer
+/// SHA-256) and confirms every mismatch with [`chain_hash`](crate::chain_hash); receivers
+/// of a forwarded copy check it with this.
+///
+/// ```
+/// use audit_store::{Action, AuditEvent, ChainHead, chain_hashes_match};
+/// let mut events: Vec<AuditEvent> = (0..3)
+///     .map(|_| AuditEvent::builder("Model", Action::Create).internal("seed").build())
+///     .collect();
+/// let (links, _) = ChainHead::EMPTY.extend(&events);
+/// for (event, link) in events.iter_mut().zip(links) {
+///     event.chain = Some(link);
+/// }
+/// events[1].category = "Tampered".into();
+/// assert_eq!(chain_hashes_match(&events), [true, false, true]);
+/// ```
+pub fn chain_hashes_match(events: &[AuditEvent]) -> Vec<bool> {
+    hashes_match(events)
 }

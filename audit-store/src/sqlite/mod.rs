@@ -6,6 +6,7 @@
 //! closed (closing it would discard the data).
 
 mod bulk_read;
+mod forwarding;
 mod write;
 
 use std::cell::RefCell;
@@ -29,6 +30,7 @@ use crate::chain::ChainHead;
 use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner, checkpoint_from_row};
 use crate::error::StoreError;
 use crate::event::AuditEvent;
+use crate::forwarding::{ForwardLease, ForwardPosition, ForwardState, StoredCheckpoint};
 use crate::query::{EventFilter, FacetUser, Facets, Page, PageRequest, Position, TenantScope};
 use crate::reliability::{QuarantinedEvent, RecorderRun};
 use crate::sql::{self, Dialect, RowOrder};
@@ -46,6 +48,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "quarantine and recorder runs",
         include_str!("../../migrations/sqlite/0002_reliability.sql"),
+    ),
+    (
+        3,
+        "forwarding cursors and leases",
+        include_str!("../../migrations/sqlite/0003_forwarding.sql"),
     ),
 ];
 
@@ -501,6 +508,49 @@ impl AuditStore for SqliteStore {
             .read_checkpoints("ORDER BY id DESC LIMIT 1")
             .await?
             .pop())
+    }
+
+    // Forwarding: the statements are shared (`crate::forwarding`), their runs in
+    // `forwarding.rs` beside this file.
+    async fn checkpoints_after(
+        &self,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        self.forwarding().checkpoints_after(after_id, limit).await
+    }
+    async fn forward_states(&self) -> Result<Vec<ForwardState>, StoreError> {
+        self.forwarding().states().await
+    }
+    async fn acquire_forward_lease(
+        &self,
+        sink: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        start: ForwardPosition,
+    ) -> Result<Option<ForwardLease>, StoreError> {
+        self.forwarding().acquire(sink, holder, ttl, start).await
+    }
+    async fn release_forward_lease(&self, lease: &ForwardLease) -> Result<(), StoreError> {
+        self.forwarding().release(lease).await
+    }
+    async fn advance_forward_cursor(
+        &self,
+        lease: &ForwardLease,
+        to: ForwardPosition,
+    ) -> Result<bool, StoreError> {
+        self.forwarding().advance(lease, to).await
+    }
+    async fn halt_forwarding(
+        &self,
+        lease: &ForwardLease,
+        seq: u64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        self.forwarding().halt(lease, seq, reason).await
+    }
+    async fn resume_forwarding(&self, sink: &str) -> Result<bool, StoreError> {
+        self.forwarding().resume(sink).await
     }
 
     async fn quarantine(&self, events: &[QuarantinedEvent]) -> Result<(), StoreError> {

@@ -4,6 +4,7 @@
 //! instantiates every body once per backend. SQLite runs always (a fresh file per test);
 //! PostgreSQL runs when `AUDIT_TEST_POSTGRES_URL` is set (a fresh schema per test).
 
+mod forwarding;
 mod harness;
 mod model;
 mod suite;
@@ -68,4 +69,8 @@ all_backends!(
     purge_keeps_the_chain_verifiable,
     concurrent_writers_keep_one_valid_chain,
     chain_walk_crosses_gaps_wider_than_a_chunk,
+    forward_cursors_start_where_asked_and_report_lag,
+    forward_lease_is_exclusive_until_it_lapses,
+    forward_halt_waits_for_the_operator,
+    checkpoints_after_resume_in_store_order,
 );

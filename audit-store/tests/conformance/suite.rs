@@ -14,6 +14,7 @@ use serde_json::json;
 use audit_store::verify_chain;
 use audit_store::{QuarantinedEvent, RecorderRun};
 
+pub use crate::forwarding::*;
 use crate::harness::Harness;
 use crate::model::{self, expected, ids, varied_events, walk};
 
@@ -881,7 +882,7 @@ pub async fn two_stores_share_one_database(h: &Harness) {
 
 // --- Tamper evidence -------------------------------------------------------------------
 
-fn signer() -> audit_store::CheckpointSigner {
+pub fn signer() -> audit_store::CheckpointSigner {
     audit_store::CheckpointSigner::from_seed([42; 32])
 }
 
