@@ -97,7 +97,8 @@ async fn forwarding_reports_the_stored_cursors_to_viewers() {
     let operation = &document["paths"]["/forwarding"]["get"];
     assert_eq!(operation["operationId"], "getForwarding");
     assert!(
-        document["components"]["schemas"]["SinkStatus"]["properties"]["lag_seconds"].is_object()
+        document["components"]["schemas"]["AuditSinkStatus"]["properties"]["lag_seconds"]
+            .is_object()
     );
 }
 

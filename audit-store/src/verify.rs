@@ -236,10 +236,12 @@ pub async fn verify_chain(
 /// };
 /// let signer = CheckpointSigner::from_seed([5; 32]);
 /// let store = SqliteStore::connect("sqlite::memory:").await?.with_signer(signer.clone());
-/// store.append(&[AuditEvent::builder("Model", Action::Create).internal("seed").build()]).await?;
+/// let events = [AuditEvent::builder("Model", Action::Create).internal("seed").build()];
+/// store.append(&events).await?;
 /// let published = store.checkpoint(CheckpointKind::Manual).await?.into_iter().collect::<Vec<_>>();
-/// // Another store never wrote that checkpoint: it is missing there.
+/// // A copy of the same log without that checkpoint: its rows were deleted there.
 /// let other = SqliteStore::connect("sqlite::memory:").await?;
+/// other.append(&events).await?;
 /// let report = verify_chain_against(&other, &signer.verifying_key(), &published).await?;
 /// assert!(matches!(report.broken, Some(ChainBreak::MissingCheckpoint { .. })));
 /// # Ok(()) }

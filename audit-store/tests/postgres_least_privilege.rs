@@ -83,6 +83,23 @@ async fn the_application_role_can_append_and_purge_and_nothing_else() {
         .unwrap();
     assert_eq!(stored.len(), 10);
 
+    // The forwarder's cursor and lease are the application's to move.
+    let lease = app
+        .acquire_forward_lease(
+            "siem",
+            "instance-a",
+            Duration::from_secs(15),
+            audit_store::ForwardPosition::BEGINNING,
+        )
+        .await
+        .unwrap()
+        .expect("a free lease");
+    let to = audit_store::ForwardPosition {
+        seq: 3,
+        checkpoint_id: 0,
+    };
+    assert!(app.advance_forward_cursor(&lease, to).await.unwrap());
+
     // Retention works through the function, and only as far as the policy allows.
     let refused = app.purge_before(Utc::now()).await.unwrap_err();
     assert!(

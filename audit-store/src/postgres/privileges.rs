@@ -11,7 +11,8 @@ impl PostgresStore {
     ///
     /// The application role gets `SELECT` and `INSERT` on the events, checkpoints and the
     /// quarantine, no `UPDATE`, `DELETE` or `TRUNCATE` anywhere there; `UPDATE` only on the
-    /// one-row chain head and on the recorder's own run reports; and `EXECUTE` on the
+    /// one-row chain head, the recorder's own run reports and the forwarder's cursors and
+    /// leases (`audit-forward`); and `EXECUTE` on the
     /// retention function `audit_purge_through`, a `SECURITY DEFINER` function that removes
     /// only a prefix of the chain older than the cutoff it is given, and never events younger
     /// than `min_retention` (stored in `audit_retention_policy`, which only the owner can
@@ -47,6 +48,8 @@ impl PostgresStore {
              {s}.audit_quarantine TO {app_role};\n\
              GRANT SELECT, UPDATE ON {s}.audit_chain_head TO {app_role};\n\
              GRANT SELECT, INSERT, UPDATE ON {s}.audit_recorder_runs TO {app_role};\n\
+             GRANT SELECT, INSERT, UPDATE ON {s}.audit_forward_cursors, \
+             {s}.audit_forward_leases TO {app_role};\n\
              GRANT SELECT ON {s}._audit_store_migrations TO {app_role};\n\
              GRANT EXECUTE ON FUNCTION {s}.audit_purge_through(BIGINT, TIMESTAMPTZ) TO {app_role};\n\
              UPDATE {s}.audit_retention_policy SET min_retention = INTERVAL '{seconds} seconds';\n",

@@ -13,9 +13,10 @@ mod resources;
 mod routes;
 
 use std::error::Error;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use axum_audit::Audit;
+use axum_audit::{Audit, DeliveryMode};
 use clap::Parser;
 use tokio::net::TcpListener;
 
@@ -41,8 +42,34 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
+    // Tamper evidence out of the box: a signing key beside the database (created on first
+    // start), and every signed checkpoint appended to a local file as well as stored.
+    let base = local_files(&cli.database);
+    let key_file = cli
+        .signing_key
+        .unwrap_or_else(|| beside(&base, ".signing-key"));
+    let checkpoint_log = cli
+        .checkpoint_log
+        .unwrap_or_else(|| beside(&base, ".checkpoints.ndjson"));
+    let mut audit = Audit::builder()
+        .signing_key_file(&key_file)
+        .checkpoint_log(&checkpoint_log);
+    if cli.durable {
+        audit = audit.delivery(DeliveryMode::Durable);
+    }
+    if let Some(dir) = cli.spool_dir {
+        audit = audit.spool_dir(dir);
+    }
     // SQLite or PostgreSQL, from the URL; migrated, with the recorder running.
-    let audit = Audit::connect(&cli.database).await?;
+    let audit = audit.connect(&cli.database).await?;
+    if let Some(signer) = audit.signer() {
+        // On stdout, for scripts and `audit verify --public-key`.
+        println!(
+            "audit signing key: {} (kept in {})",
+            signer.public_key_hex(),
+            key_file.display()
+        );
+    }
 
     if cli.demo_traffic > 0 {
         demo_traffic::record(audit.recorder(), cli.demo_traffic).await?;
@@ -64,6 +91,24 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     audit.serve(listener, app).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Where the demo keeps its files besides the database: next to a SQLite file, else in the
+/// current directory under `mix-modeler`.
+fn local_files(url: &str) -> PathBuf {
+    let file = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .and_then(|rest| rest.split('?').next())
+        .filter(|path| !path.is_empty() && !path.starts_with(':'));
+    PathBuf::from(file.unwrap_or("mix-modeler"))
+}
+
+/// `base` with `suffix` appended to its file name.
+fn beside(base: &Path, suffix: &str) -> PathBuf {
+    let mut name = base.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 #[cfg(test)]
