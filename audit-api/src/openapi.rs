@@ -68,9 +68,12 @@ mod schemas {
         pub chain: Option<AuditChainLink>,
     }
 
-    /// A stored event's link in the hash chain:
-    /// `hash = SHA-256("audit-chain-v1\0" ‖ prev_hash ‖ seq as 8 bytes big-endian ‖ canonical JSON)`,
-    /// the canonical JSON being the event without `chain`, keys sorted at every level, compact.
+    /// A stored event's link in the hash chain. Version 2 (`version: 2`):
+    /// `hash = SHA-256("audit-chain-v2\0" ‖ prev_hash ‖ seq as 8 bytes big-endian ‖
+    /// SHA-256("audit-event-v2\0" ‖ canonical JSON))`; version 1 (no `version`, events
+    /// stored before version 2): `hash = SHA-256("audit-chain-v1\0" ‖ prev_hash ‖ seq ‖
+    /// canonical JSON)`; the canonical JSON being the event without `chain`, keys sorted at
+    /// every level, compact.
     #[derive(ToSchema)]
     pub(crate) struct AuditChainLink {
         /// Position in the chain, from 1, without gaps.
@@ -80,6 +83,9 @@ mod schemas {
         pub prev_hash: String,
         /// This event's hash, 64 hex digits.
         pub hash: String,
+        /// The hash recipe: 2, or absent for 1.
+        #[schema(minimum = 2, maximum = 2)]
+        pub version: Option<u8>,
     }
 
     /// An Ed25519-signed statement "the chain had `seq` events ending in `head` at

@@ -884,6 +884,7 @@ async fn openapi_lists_every_route_and_parameter() {
         seq: 1,
         prev_hash: audit_store::ChainHash::GENESIS,
         hash: audit_store::ChainHash([1; 32]),
+        version: audit_store::ChainVersion::V2,
     });
     let mut event_keys: Vec<String> = serde_json::to_value(&event)
         .unwrap()

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use audit_store::{AuditEvent, ChainHash, Checkpoint, chain_hash};
+use audit_store::{AuditEvent, ChainHash, Checkpoint};
 use ed25519_dalek::VerifyingKey;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -244,7 +244,7 @@ fn check_chain(
         let link = event
             .chain
             .ok_or_else(|| format!("row {n} has no chain link"))?;
-        if chain_hash(&link.prev_hash, link.seq, &event) != link.hash {
+        if link.recompute(&event) != link.hash {
             return Err(format!(
                 "row {n} (seq {}, id {}) was modified: its content no longer matches its chain hash",
                 link.seq, event.id

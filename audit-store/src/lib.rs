@@ -52,7 +52,8 @@ mod sqlite;
 pub mod testing;
 
 pub use chain::{
-    ChainHash, ChainHead, ChainLink, canonical_json, canonical_value_json, chain_hash, hex, unhex,
+    ChainHash, ChainHead, ChainLink, ChainVersion, canonical_json, canonical_value_json,
+    chain_hash, chain_step, content_digest, content_digests, hex, unhex,
 };
 pub use checkpoint::{
     Checkpoint, CheckpointError, CheckpointKind, CheckpointSigner, InvalidKey, KeyFileError,

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use sqlx::{Database, QueryBuilder};
 use uuid::Uuid;
 
-use crate::chain::{ChainHash, ChainLink};
+use crate::chain::{ChainHash, ChainLink, ChainVersion};
 use crate::error::StoreError;
 use crate::event::{Action, Attributes, AuditEvent, Outcome};
 use crate::query::{EventFilter, Position, TenantScope};
@@ -16,7 +16,8 @@ use crate::query::{EventFilter, Position, TenantScope};
 /// [`StoredRow`].
 pub(crate) const ROW_COLUMNS: &str = "seq, prev_hash, hash, id, occurred_at, tenant, request_id, \
      actor_id, actor_email, actor_name, category, action, outcome, reason, resource_id, \
-     resource_name, method, route, path, status, duration_ms, client_ip, user_agent, attributes";
+     resource_name, method, route, path, status, duration_ms, client_ip, user_agent, attributes, \
+     chain_version";
 
 /// The event columns in the order every SELECT returns them and every row decoder reads them.
 pub(crate) const EVENT_COLUMNS: &str = "id, occurred_at, tenant, request_id, actor_id, \
@@ -181,6 +182,7 @@ pub(crate) struct StoredRow {
     pub(crate) client_ip: Option<String>,
     pub(crate) user_agent: Option<String>,
     pub(crate) attributes: Attributes,
+    pub(crate) chain_version: u8,
 }
 
 /// Reads one row rendered as JSON (SQLite's `ROW_JSON`). A row that does not fit the event model
@@ -235,6 +237,12 @@ pub(crate) fn event_from(row: StoredRow) -> Result<AuditEvent, StoreError> {
     let occurred_at = DateTime::from_timestamp_micros(row.occurred_at).ok_or_else(|| {
         StoreError::CorruptRow(format!("occurred_at {} out of range", row.occurred_at))
     })?;
+    let version = ChainVersion::from_number(row.chain_version).ok_or_else(|| {
+        StoreError::CorruptRow(format!(
+            "seq {}: chain_version {} is unknown",
+            row.seq, row.chain_version
+        ))
+    })?;
     Ok(AuditEvent {
         id: row.id,
         occurred_at,
@@ -261,6 +269,7 @@ pub(crate) fn event_from(row: StoredRow) -> Result<AuditEvent, StoreError> {
             seq: row.seq,
             prev_hash: row.prev_hash,
             hash: row.hash,
+            version,
         }),
     })
 }

@@ -599,7 +599,7 @@ pub(crate) fn remove_stored(
     let mut unstored = Vec::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
         if let Some(link) = stored.get(&event.id) {
-            if crate::chain::chain_hash(&link.prev_hash, link.seq, event) != link.hash {
+            if link.recompute(event) != link.hash {
                 conflicts.push(event.id);
             }
             continue;

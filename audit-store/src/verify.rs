@@ -9,7 +9,9 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::chain::{CHAIN_TAG, ChainHead, chain_hash, write_canonical_json};
+use crate::chain::{
+    CHAIN_TAG, CHAIN_TAG_V2, CONTENT_TAG_V2, ChainHead, ChainVersion, write_canonical_json,
+};
 use crate::checkpoint::{Checkpoint, CheckpointKind};
 use crate::error::StoreError;
 use crate::event::AuditEvent;
@@ -393,7 +395,7 @@ fn check_link(
         let lo = link.seq.saturating_sub(REORDER_WINDOW).max(1);
         let written_at = (lo..=link.seq + REORDER_WINDOW)
             .filter(|s| *s != link.seq)
-            .find(|s| chain_hash(&link.prev_hash, *s, event) == link.hash);
+            .find(|s| link.recompute_at(*s, event) == link.hash);
         return Ok(Some(match written_at {
             Some(written_at) => ChainBreak::ReorderedRow {
                 seq: link.seq,
@@ -435,46 +437,81 @@ fn check_link(
 /// Every event stores its predecessor's hash, so the hashes are independent of each other
 /// and are computed side by side in SIMD lanes (multi-buffer SHA-256), several times faster
 /// than one after another. Only a match is taken from that hasher: a mismatch is recomputed
-/// with the reference implementation ([`chain_hash`]) before it is believed, so a verdict of
+/// with the reference implementation ([`ChainLink::recompute`](crate::ChainLink::recompute)) before it is believed, so a verdict of
 /// "modified" never rests on the fast path alone, and a false match would need it to produce
 /// the stored SHA-256 of other content.
 ///
 /// Public as [`chain_hashes_match`] for receivers checking a copy of the chain.
 fn hashes_match(events: &[AuditEvent]) -> Vec<bool> {
-    // Every event's `prev_hash ‖ seq ‖ canonical JSON`, back to back in one buffer.
-    let mut bytes = Vec::with_capacity(events.len() * 640);
-    let mut ends = Vec::with_capacity(events.len());
+    // Version 1: every event's `prev_hash ‖ seq ‖ canonical JSON`, back to back in one buffer.
+    // Version 2: the canonical JSON (for the content digests), then `prev_hash ‖ seq ‖
+    // content digest` (for the chaining steps).
+    let mut v1_bytes = Vec::new();
+    let mut v1_ends = Vec::new();
+    let mut v2_bytes = Vec::with_capacity(events.len() * 640);
+    let mut v2_ends = Vec::new();
     for event in events {
-        if let Some(link) = event.chain {
-            bytes.extend_from_slice(&link.prev_hash.0);
-            bytes.extend_from_slice(&link.seq.to_be_bytes());
-            write_canonical_json(event, &mut bytes);
+        match event.chain {
+            Some(link) if link.version == ChainVersion::V1 => {
+                v1_bytes.extend_from_slice(&link.prev_hash.0);
+                v1_bytes.extend_from_slice(&link.seq.to_be_bytes());
+                write_canonical_json(event, &mut v1_bytes);
+                v1_ends.push(v1_bytes.len());
+            }
+            Some(_) => {
+                write_canonical_json(event, &mut v2_bytes);
+                v2_ends.push(v2_bytes.len());
+            }
+            None => {}
         }
-        ends.push(bytes.len());
     }
-    let mut bodies = Vec::with_capacity(events.len());
-    let mut begin = 0;
-    for end in &ends {
-        bodies.push(&bytes[begin..*end]);
-        begin = *end;
+    let v1_digests = hash_bodies(CHAIN_TAG, &v1_bytes, &v1_ends);
+    let contents = hash_bodies(CONTENT_TAG_V2, &v2_bytes, &v2_ends);
+    let mut steps = Vec::with_capacity(contents.len() * 72);
+    let mut step_ends = Vec::with_capacity(contents.len());
+    let v2_links = events
+        .iter()
+        .filter_map(|event| event.chain.filter(|link| link.version != ChainVersion::V1));
+    for (link, content) in v2_links.zip(&contents) {
+        steps.extend_from_slice(&link.prev_hash.0);
+        steps.extend_from_slice(&link.seq.to_be_bytes());
+        steps.extend_from_slice(content);
+        step_ends.push(steps.len());
     }
-    let mut digests = vec![[0_u8; 32]; events.len()];
-    tape_sha256::hash_many_prefixed(CHAIN_TAG, &bodies, &mut digests);
+    let v2_digests = hash_bodies(CHAIN_TAG_V2, &steps, &step_ends);
+    let (mut v1, mut v2) = (v1_digests.into_iter(), v2_digests.into_iter());
     events
         .iter()
-        .zip(digests)
-        .map(|(event, digest)| match event.chain {
-            Some(link) => {
-                digest == link.hash.0 || chain_hash(&link.prev_hash, link.seq, event) == link.hash
-            }
-            None => false,
+        .map(|event| {
+            let Some(link) = event.chain else {
+                return false;
+            };
+            let digest = if link.version == ChainVersion::V1 {
+                v1.next()
+            } else {
+                v2.next()
+            };
+            digest == Some(link.hash.0) || link.recompute(event) == link.hash
         })
         .collect()
 }
 
+/// SHA-256 of `prefix ‖ body` for each body of `bytes` (ending at `ends`), side by side.
+fn hash_bodies(prefix: &[u8], bytes: &[u8], ends: &[usize]) -> Vec<[u8; 32]> {
+    let mut bodies = Vec::with_capacity(ends.len());
+    let mut begin = 0;
+    for end in ends {
+        bodies.push(&bytes[begin..*end]);
+        begin = *end;
+    }
+    let mut digests = vec![[0_u8; 32]; ends.len()];
+    tape_sha256::hash_many_prefixed(prefix, &bodies, &mut digests);
+    digests
+}
+
 /// Whether each event's content and position still give the hash its `chain` link states
 /// (`false` for an event without a link). Hashes a batch side by side (multi-buffer
-/// SHA-256) and confirms every mismatch with [`chain_hash`](crate::chain_hash); receivers
+/// SHA-256) and confirms every mismatch with [`ChainLink::recompute`](crate::ChainLink::recompute); receivers
 /// of a forwarded copy check it with this.
 ///
 /// ```

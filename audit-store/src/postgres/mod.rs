@@ -46,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "forwarding cursors and leases",
         include_str!("../../migrations/postgres/0003_forwarding.sql"),
     ),
+    (
+        4,
+        "chain links of version 2",
+        include_str!("../../migrations/postgres/0004_chain_v2.sql"),
+    ),
 ];
 
 /// The schema used when none is configured.
@@ -138,8 +143,21 @@ impl PostgresStore {
     /// Applies the store's embedded migrations in its schema (idempotent; safe to run from
     /// many instances at once: sqlx serialises them with an advisory lock).
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.migrate_through(i64::MAX).await
+    }
+
+    /// Applies the migrations up to `last_version` only: tests build a database as an earlier
+    /// release left it, then upgrade it.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub async fn migrate_only_through(&self, last_version: i64) -> Result<(), StoreError> {
+        self.migrate_through(last_version).await
+    }
+
+    async fn migrate_through(&self, last_version: i64) -> Result<(), StoreError> {
         let migrations: Vec<Migration> = MIGRATIONS
             .iter()
+            .filter(|(version, _, _)| *version <= last_version)
             .map(|(version, description, sql)| {
                 let sql = sql.replace("{schema}", &self.schema);
                 Migration::new(
@@ -289,6 +307,11 @@ fn decode(row: &PgRow) -> Result<AuditEvent, StoreError> {
         client_ip: row.try_get(21)?,
         user_agent: row.try_get(22)?,
         attributes,
+        chain_version: {
+            let version: i16 = row.try_get(24)?;
+            u8::try_from(version)
+                .map_err(|_| corrupt(format!("chain_version {version} is out of range")))?
+        },
     })
 }
 

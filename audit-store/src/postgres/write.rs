@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
 use super::{PostgresStore, seq_i64};
-use crate::chain::{ChainHash, ChainLink};
+use crate::chain::{ChainHash, ChainLink, ChainVersion};
 use crate::error::StoreError;
 use crate::event::AuditEvent;
 use crate::reliability::{QuarantinedEvent, RecorderRun, quarantine_json, quarantined_from_row};
@@ -70,7 +70,7 @@ impl PostgresStore {
         let (links, new_head) = head.extend(events);
         let c = Columns::of(events, &links);
         let statement = format!(
-            "INSERT INTO {} (seq, prev_hash, hash, {}) SELECT seq, prev_hash, hash, id, \
+            "INSERT INTO {} (seq, prev_hash, hash, chain_version, {}) SELECT seq, prev_hash, hash, {}, id, \
          occurred_at, tenant, request_id, actor_id, \
          actor_email, actor_name, category, action, outcome, reason, resource_id, \
          resource_name, method, route, path, status, duration_ms, client_ip, user_agent, \
@@ -84,7 +84,9 @@ impl PostgresStore {
          resource_name, method, route, path, status, duration_ms, client_ip, user_agent, \
          attributes)",
             self.events_table,
-            sql::EVENT_COLUMNS
+            sql::EVENT_COLUMNS,
+            // Every link `extend` makes has the current version.
+            crate::chain::ChainVersion::default().number()
         );
         sqlx::query(AssertSqlSafe(statement))
             .bind(c.seq)
@@ -132,15 +134,16 @@ impl PostgresStore {
     ) -> Result<HashMap<Uuid, ChainLink>, StoreError> {
         let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
         let statement = format!(
-            "SELECT id, seq, prev_hash, hash FROM {} WHERE id = ANY($1)",
+            "SELECT id, seq, prev_hash, hash, chain_version FROM {} WHERE id = ANY($1)",
             self.events_table
         );
-        let rows: Vec<(Uuid, i64, Vec<u8>, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(statement))
-            .bind(ids)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<(Uuid, i64, Vec<u8>, Vec<u8>, i16)> =
+            sqlx::query_as(AssertSqlSafe(statement))
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter()
-            .map(|(id, seq, prev_hash, hash)| {
+            .map(|(id, seq, prev_hash, hash, version)| {
                 let corrupt = |what: &str| StoreError::CorruptRow(format!("seq {seq}: {what}"));
                 Ok((
                     id,
@@ -150,6 +153,10 @@ impl PostgresStore {
                             .ok_or_else(|| corrupt("prev_hash is not 32 bytes"))?,
                         hash: ChainHash::from_slice(&hash)
                             .ok_or_else(|| corrupt("hash is not 32 bytes"))?,
+                        version: u8::try_from(version)
+                            .ok()
+                            .and_then(ChainVersion::from_number)
+                            .ok_or_else(|| corrupt("chain_version is unknown"))?,
                     },
                 ))
             })

@@ -162,6 +162,10 @@ fn stored_row(row: &Row<'_>) -> Result<StoredRow, StoreError> {
         user_agent: column(22, "user_agent").optional_text()?,
         attributes: serde_json::from_str(&column(23, "attributes").text()?)
             .map_err(|e| corrupt(seq, "attributes", &format!("is not a JSON object: {e}")))?,
+        chain_version: {
+            let version = column(24, "chain_version").integer()?;
+            u8::try_from(version).map_err(|_| corrupt(seq, "chain_version", "is out of range"))?
+        },
     })
 }
 

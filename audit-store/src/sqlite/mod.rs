@@ -54,6 +54,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "forwarding cursors and leases",
         include_str!("../../migrations/sqlite/0003_forwarding.sql"),
     ),
+    (
+        4,
+        "chain links of version 2",
+        include_str!("../../migrations/sqlite/0004_chain_v2.sql"),
+    ),
 ];
 
 /// The table recording which of this crate's migrations ran; named apart from sqlx's
@@ -196,8 +201,21 @@ impl SqliteStore {
 
     /// Applies the store's embedded migrations (idempotent).
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.migrate_through(i64::MAX).await
+    }
+
+    /// Applies the migrations up to `last_version` only: tests build a database as an earlier
+    /// release left it, then upgrade it.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub async fn migrate_only_through(&self, last_version: i64) -> Result<(), StoreError> {
+        self.migrate_through(last_version).await
+    }
+
+    async fn migrate_through(&self, last_version: i64) -> Result<(), StoreError> {
         let migrations = MIGRATIONS
             .iter()
+            .filter(|(version, _, _)| *version <= last_version)
             .map(|(version, description, sql)| {
                 Migration::new(
                     *version,
@@ -242,7 +260,8 @@ async fn main_database_file(pool: &SqlitePool) -> Result<Option<PathBuf>, StoreE
 const ROW_JSON: &str = "json_array(seq, hex(prev_hash), hex(hash), hex(id), occurred_at, tenant, \
          request_id, actor_id, actor_email, actor_name, category, action, outcome, reason, \
          resource_id, resource_name, method, route, path, status, \
-         json(printf('%!.17g', duration_ms)), client_ip, user_agent, json(attributes))";
+         json(printf('%!.17g', duration_ms)), client_ip, user_agent, json(attributes), \
+         chain_version)";
 
 /// The SQLite side of the shared SQL. It records every value it binds, so a statement built
 /// for sqlx can also run on the bulk reader's own connections.

@@ -9,7 +9,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
 use super::{SqliteStore, read_head, seq_i64};
-use crate::chain::{ChainHash, ChainLink};
+use crate::chain::{ChainHash, ChainLink, ChainVersion};
 use crate::error::StoreError;
 use crate::event::AuditEvent;
 use crate::reliability::{QuarantinedEvent, RecorderRun, quarantine_json, quarantined_from_row};
@@ -219,13 +219,14 @@ async fn insert_batch(
         .zip(links.chunks(ROWS_PER_INSERT))
     {
         let mut qb = QueryBuilder::<Sqlite>::new(format!(
-            "INSERT INTO audit_events (seq, prev_hash, hash, {}) ",
+            "INSERT INTO audit_events (seq, prev_hash, hash, chain_version, {}) ",
             sql::EVENT_COLUMNS
         ));
         qb.push_values(chunk.iter().zip(links), |mut row, (event, link)| {
             row.push_bind(seq_i64(link.seq))
                 .push_bind(link.prev_hash.0.to_vec())
                 .push_bind(link.hash.0.to_vec())
+                .push_bind(i64::from(link.version.number()))
                 .push_bind(event.id)
                 .push_bind(event.occurred_at.timestamp_micros())
                 .push_bind(event.tenant.as_deref())
@@ -266,16 +267,16 @@ async fn stored_links(
     let mut stored = HashMap::new();
     for chunk in events.chunks(ROWS_PER_INSERT) {
         let mut qb = QueryBuilder::<Sqlite>::new(
-            "SELECT id, seq, prev_hash, hash FROM audit_events WHERE id IN (",
+            "SELECT id, seq, prev_hash, hash, chain_version FROM audit_events WHERE id IN (",
         );
         let mut ids = qb.separated(", ");
         for event in chunk {
             ids.push_bind(event.id);
         }
         qb.push(")");
-        let rows: Vec<(Uuid, i64, Vec<u8>, Vec<u8>)> =
+        let rows: Vec<(Uuid, i64, Vec<u8>, Vec<u8>, i64)> =
             qb.build_query_as().fetch_all(&mut *conn).await?;
-        for (id, seq, prev_hash, hash) in rows {
+        for (id, seq, prev_hash, hash, version) in rows {
             let corrupt = |what: &str| StoreError::CorruptRow(format!("seq {seq}: {what}"));
             stored.insert(
                 id,
@@ -285,6 +286,10 @@ async fn stored_links(
                         .ok_or_else(|| corrupt("prev_hash is not 32 bytes"))?,
                     hash: ChainHash::from_slice(&hash)
                         .ok_or_else(|| corrupt("hash is not 32 bytes"))?,
+                    version: u8::try_from(version)
+                        .ok()
+                        .and_then(ChainVersion::from_number)
+                        .ok_or_else(|| corrupt("chain_version is unknown"))?,
                 },
             );
         }

@@ -1,0 +1,318 @@
+//! A database as the last release left it (migration 0001 only, version 1 chain links, a
+//! signed checkpoint) is upgraded in place by today's migrations: it verifies before and
+//! after, reads back unchanged, and takes new (version 2) events on the same chain.
+//!
+//! SQLite always; PostgreSQL when `AUDIT_TEST_POSTGRES_URL` is set.
+
+use std::str::FromStr;
+
+use audit_store::{
+    Action, AuditEvent, AuditStore, ChainHash, ChainHead, ChainVersion, Checkpoint, CheckpointKind,
+    CheckpointSigner, EventFilter, PostgresStore, SqliteStore, TenantScope, chain_hash, testing,
+    verify_chain,
+};
+use futures_util::TryStreamExt;
+use sqlx::AssertSqlSafe;
+
+/// The release before this one: only the first migration.
+const RELEASED_MIGRATIONS: i64 = 1;
+
+fn old_events(count: usize) -> Vec<AuditEvent> {
+    (0..count)
+        .map(|n| {
+            AuditEvent::builder(
+                if n % 3 == 0 { "Model" } else { "Dataset Rule" },
+                Action::Update,
+            )
+            .occurred_at(chrono::Utc::now() - chrono::Duration::minutes(60 - n as i64))
+            .internal(format!("before-upgrade-{n}"))
+            .tenant(if n % 2 == 0 { "acme" } else { "globex" })
+            .actor_id(format!("user-{}", n % 4))
+            .actor_email(format!("User{}@Acme.test", n % 4))
+            .resource(format!("r-{}", n % 5), format!("Resource {}", n % 5))
+            .attribute("n", n)
+            .build()
+        })
+        .collect()
+}
+
+/// The version 1 links the last release computed for `events` from the genesis.
+fn v1_links(events: &[AuditEvent]) -> Vec<(u64, ChainHash, ChainHash)> {
+    let mut prev = ChainHash::GENESIS;
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let seq = i as u64 + 1;
+            let hash = chain_hash(&prev, seq, event);
+            let link = (seq, prev, hash);
+            prev = hash;
+            link
+        })
+        .collect()
+}
+
+async fn everything(store: &dyn AuditStore) -> Vec<AuditEvent> {
+    let mut events: Vec<AuditEvent> = store.chain_after(0).try_collect().await.unwrap();
+    events.sort_by_key(|e| e.chain.map(|c| c.seq));
+    events
+}
+
+/// What both backends check once the old rows are in.
+async fn upgrade_and_check(store: &dyn AuditStore, signer: &CheckpointSigner, old: &[AuditEvent]) {
+    let key = signer.verifying_key();
+    let before = verify_chain(store, &key).await.unwrap();
+    assert!(before.is_intact(), "{before:?}");
+    assert_eq!(before.events_checked, old.len() as u64);
+
+    let stored = everything(store).await;
+    for (read, written) in stored.iter().zip(old) {
+        let mut read = read.clone();
+        assert_eq!(read.chain.unwrap().version, ChainVersion::V1);
+        read.chain = None;
+        assert_eq!(&read, written);
+    }
+
+    let new: Vec<AuditEvent> = (0..7)
+        .map(|n| {
+            AuditEvent::builder("Model", Action::Train)
+                .internal(format!("after-upgrade-{n}"))
+                .tenant("acme")
+                .build()
+        })
+        .collect();
+    store.append(&new).await.unwrap();
+    store.checkpoint(CheckpointKind::Manual).await.unwrap();
+    let after = verify_chain(store, &key).await.unwrap();
+    assert!(after.is_intact(), "{after:?}");
+    assert_eq!(after.events_checked, (old.len() + new.len()) as u64);
+    let stored = everything(store).await;
+    assert_eq!(stored.len(), old.len() + new.len());
+    assert!(
+        stored[old.len()..]
+            .iter()
+            .all(|e| e.chain.unwrap().version == ChainVersion::V2)
+    );
+    // The filters still find old and new rows alike.
+    let acme: Vec<AuditEvent> = store
+        .export(EventFilter::default(), TenantScope::only(["acme"]))
+        .try_collect()
+        .await
+        .unwrap();
+    let expected = old
+        .iter()
+        .chain(&new)
+        .filter(|e| e.tenant.as_deref() == Some("acme"))
+        .count();
+    assert_eq!(acme.len(), expected);
+    let by_user: Vec<AuditEvent> = store
+        .export(
+            EventFilter {
+                users: vec!["user1@acme.test".into()],
+                ..EventFilter::default()
+            },
+            TenantScope::All,
+        )
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        by_user.len(),
+        old.iter()
+            .filter(|e| e.actor_id.as_deref() == Some("user-1"))
+            .count()
+    );
+    let by_name: Vec<AuditEvent> = store
+        .export(
+            EventFilter {
+                resource_name: Some("source 3".into()),
+                ..EventFilter::default()
+            },
+            TenantScope::All,
+        )
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        by_name.len(),
+        old.iter()
+            .filter(|e| e.resource_name.as_deref() == Some("Resource 3"))
+            .count()
+    );
+}
+
+fn signed_checkpoint(signer: &CheckpointSigner, head: (u64, ChainHash)) -> Checkpoint {
+    signer.sign(
+        ChainHead {
+            seq: head.0,
+            hash: head.1,
+        },
+        CheckpointKind::Periodic,
+    )
+}
+
+#[tokio::test]
+async fn a_released_sqlite_database_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+        .unwrap()
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let released = SqliteStore::new(pool.clone());
+    released
+        .migrate_only_through(RELEASED_MIGRATIONS)
+        .await
+        .unwrap();
+    let old = old_events(40);
+    let links = v1_links(&old);
+    for (event, (seq, prev, hash)) in old.iter().zip(&links) {
+        sqlx::query(
+            "INSERT INTO audit_events (seq, prev_hash, hash, id, occurred_at, tenant, request_id, \
+             actor_id, actor_email, actor_name, category, action, outcome, reason, resource_id, \
+             resource_name, method, route, path, status, duration_ms, client_ip, user_agent, \
+             attributes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(*seq as i64)
+        .bind(prev.0.to_vec())
+        .bind(hash.0.to_vec())
+        .bind(event.id)
+        .bind(event.occurred_at.timestamp_micros())
+        .bind(&event.tenant)
+        .bind(&event.request_id)
+        .bind(&event.actor_id)
+        .bind(&event.actor_email)
+        .bind(&event.actor_name)
+        .bind(&event.category)
+        .bind(event.action.as_str())
+        .bind(event.outcome.as_str())
+        .bind(&event.reason)
+        .bind(&event.resource_id)
+        .bind(&event.resource_name)
+        .bind(&event.method)
+        .bind(&event.route)
+        .bind(&event.path)
+        .bind(i64::from(event.status))
+        .bind(event.duration_ms)
+        .bind(&event.client_ip)
+        .bind(&event.user_agent)
+        .bind(serde_json::Value::Object(event.attributes.clone()).to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let (seq, _, hash) = *links.last().unwrap();
+    sqlx::query("UPDATE audit_chain_head SET seq = ?, hash = ? WHERE id = 1")
+        .bind(seq as i64)
+        .bind(hash.0.to_vec())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let signer = CheckpointSigner::from_seed([8; 32]);
+    let checkpoint = signed_checkpoint(&signer, (seq, hash));
+    sqlx::query(
+        "INSERT INTO audit_checkpoints (seq, head, created_at, kind, public_key, signature) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(checkpoint.seq as i64)
+    .bind(checkpoint.head.0.to_vec())
+    .bind(checkpoint.created_at.timestamp_micros())
+    .bind(checkpoint.kind.as_str())
+    .bind(&checkpoint.public_key)
+    .bind(&checkpoint.signature)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    // Today's code opens it: every later migration runs.
+    let store = SqliteStore::connect(&url)
+        .await
+        .unwrap()
+        .with_signer(signer.clone());
+    upgrade_and_check(&store, &signer, &old).await;
+}
+
+#[tokio::test]
+async fn a_released_postgres_database_is_upgraded_in_place() {
+    let Some(url) = testing::postgres_url("a_released_postgres_database_is_upgraded_in_place")
+    else {
+        return;
+    };
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let schema = format!("audit_test_{}", uuid::Uuid::now_v7().simple());
+    let released = PostgresStore::new(pool.clone(), &schema).unwrap();
+    released
+        .migrate_only_through(RELEASED_MIGRATIONS)
+        .await
+        .unwrap();
+    let old = old_events(40);
+    let links = v1_links(&old);
+    for (event, (seq, prev, hash)) in old.iter().zip(&links) {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {schema}.audit_events (seq, prev_hash, hash, id, occurred_at, tenant, \
+             request_id, actor_id, actor_email, actor_name, category, action, outcome, reason, \
+             resource_id, resource_name, method, route, path, status, duration_ms, client_ip, \
+             user_agent, attributes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+             $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24::jsonb)"
+        )))
+        .bind(*seq as i64)
+        .bind(prev.0.to_vec())
+        .bind(hash.0.to_vec())
+        .bind(event.id)
+        .bind(event.occurred_at)
+        .bind(&event.tenant)
+        .bind(&event.request_id)
+        .bind(&event.actor_id)
+        .bind(&event.actor_email)
+        .bind(&event.actor_name)
+        .bind(&event.category)
+        .bind(event.action.as_str())
+        .bind(event.outcome.as_str())
+        .bind(&event.reason)
+        .bind(&event.resource_id)
+        .bind(&event.resource_name)
+        .bind(&event.method)
+        .bind(&event.route)
+        .bind(&event.path)
+        .bind(i32::from(event.status))
+        .bind(event.duration_ms)
+        .bind(&event.client_ip)
+        .bind(&event.user_agent)
+        .bind(serde_json::Value::Object(event.attributes.clone()).to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let (seq, _, hash) = *links.last().unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE {schema}.audit_chain_head SET seq = $1, hash = $2 WHERE id = 1"
+    )))
+    .bind(seq as i64)
+    .bind(hash.0.to_vec())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let signer = CheckpointSigner::from_seed([8; 32]);
+    let checkpoint = signed_checkpoint(&signer, (seq, hash));
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {schema}.audit_checkpoints (seq, head, created_at, kind, public_key, \
+         signature) VALUES ($1, $2, $3, $4, $5, $6)"
+    )))
+    .bind(checkpoint.seq as i64)
+    .bind(checkpoint.head.0.to_vec())
+    .bind(checkpoint.created_at)
+    .bind(checkpoint.kind.as_str())
+    .bind(&checkpoint.public_key)
+    .bind(&checkpoint.signature)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let store = PostgresStore::new(pool.clone(), &schema)
+        .unwrap()
+        .with_signer(signer.clone());
+    store.migrate().await.unwrap();
+    upgrade_and_check(&store, &signer, &old).await;
+    testing::drop_postgres_schema(&store).await.unwrap();
+}
