@@ -163,7 +163,31 @@ pub struct ChainLink {
     pub version: ChainVersion,
 }
 
+/// A stored link as a backend reads it back (`id`, `seq`, `prev_hash`, `hash`,
+/// `chain_version`), for the idempotent append's look-up of stored ids.
+pub(crate) type StoredLinkRow = (uuid::Uuid, i64, Vec<u8>, Vec<u8>, i64);
+
 impl ChainLink {
+    /// A link read from the database; a value that does not fit is a corrupt row.
+    pub(crate) fn from_stored(
+        seq: i64,
+        prev_hash: &[u8],
+        hash: &[u8],
+        version: i64,
+    ) -> Result<ChainLink, crate::StoreError> {
+        let corrupt = |what: &str| crate::StoreError::CorruptRow(format!("seq {seq}: {what}"));
+        Ok(ChainLink {
+            seq: u64::try_from(seq).map_err(|_| corrupt("negative seq"))?,
+            prev_hash: ChainHash::from_slice(prev_hash)
+                .ok_or_else(|| corrupt("prev_hash is not 32 bytes"))?,
+            hash: ChainHash::from_slice(hash).ok_or_else(|| corrupt("hash is not 32 bytes"))?,
+            version: u8::try_from(version)
+                .ok()
+                .and_then(ChainVersion::from_number)
+                .ok_or_else(|| corrupt("chain_version is unknown"))?,
+        })
+    }
+
     /// The hash `event` gives at this link's position and predecessor, by this link's
     /// recipe; equal to [`ChainLink::hash`] unless the event or the link was altered.
     pub fn recompute(&self, event: &AuditEvent) -> ChainHash {

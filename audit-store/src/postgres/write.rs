@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
 use super::{PostgresStore, seq_i64};
-use crate::chain::{ChainHash, ChainLink, ChainVersion};
+use crate::chain::{ChainLink, StoredLinkRow};
 use crate::error::StoreError;
 use crate::event::AuditEvent;
 use crate::reliability::{QuarantinedEvent, RecorderRun, quarantine_json, quarantined_from_row};
@@ -134,31 +134,16 @@ impl PostgresStore {
     ) -> Result<HashMap<Uuid, ChainLink>, StoreError> {
         let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
         let statement = format!(
-            "SELECT id, seq, prev_hash, hash, chain_version FROM {} WHERE id = ANY($1)",
+            "SELECT id, seq, prev_hash, hash, chain_version::int8 FROM {} WHERE id = ANY($1)",
             self.events_table
         );
-        let rows: Vec<(Uuid, i64, Vec<u8>, Vec<u8>, i16)> =
-            sqlx::query_as(AssertSqlSafe(statement))
-                .bind(ids)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<StoredLinkRow> = sqlx::query_as(AssertSqlSafe(statement))
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter()
             .map(|(id, seq, prev_hash, hash, version)| {
-                let corrupt = |what: &str| StoreError::CorruptRow(format!("seq {seq}: {what}"));
-                Ok((
-                    id,
-                    ChainLink {
-                        seq: u64::try_from(seq).map_err(|_| corrupt("negative seq"))?,
-                        prev_hash: ChainHash::from_slice(&prev_hash)
-                            .ok_or_else(|| corrupt("prev_hash is not 32 bytes"))?,
-                        hash: ChainHash::from_slice(&hash)
-                            .ok_or_else(|| corrupt("hash is not 32 bytes"))?,
-                        version: u8::try_from(version)
-                            .ok()
-                            .and_then(ChainVersion::from_number)
-                            .ok_or_else(|| corrupt("chain_version is unknown"))?,
-                    },
-                ))
+                Ok((id, ChainLink::from_stored(seq, &prev_hash, &hash, version)?))
             })
             .collect()
     }

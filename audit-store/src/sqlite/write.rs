@@ -9,7 +9,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
 use super::{SqliteStore, read_head, seq_i64};
-use crate::chain::{ChainHash, ChainLink, ChainVersion};
+use crate::chain::{ChainLink, StoredLinkRow};
 use crate::error::StoreError;
 use crate::event::AuditEvent;
 use crate::reliability::{QuarantinedEvent, RecorderRun, quarantine_json, quarantined_from_row};
@@ -274,24 +274,9 @@ async fn stored_links(
             ids.push_bind(event.id);
         }
         qb.push(")");
-        let rows: Vec<(Uuid, i64, Vec<u8>, Vec<u8>, i64)> =
-            qb.build_query_as().fetch_all(&mut *conn).await?;
+        let rows: Vec<StoredLinkRow> = qb.build_query_as().fetch_all(&mut *conn).await?;
         for (id, seq, prev_hash, hash, version) in rows {
-            let corrupt = |what: &str| StoreError::CorruptRow(format!("seq {seq}: {what}"));
-            stored.insert(
-                id,
-                ChainLink {
-                    seq: u64::try_from(seq).map_err(|_| corrupt("negative seq"))?,
-                    prev_hash: ChainHash::from_slice(&prev_hash)
-                        .ok_or_else(|| corrupt("prev_hash is not 32 bytes"))?,
-                    hash: ChainHash::from_slice(&hash)
-                        .ok_or_else(|| corrupt("hash is not 32 bytes"))?,
-                    version: u8::try_from(version)
-                        .ok()
-                        .and_then(ChainVersion::from_number)
-                        .ok_or_else(|| corrupt("chain_version is unknown"))?,
-                },
-            );
+            stored.insert(id, ChainLink::from_stored(seq, &prev_hash, &hash, version)?);
         }
     }
     Ok(stored)
