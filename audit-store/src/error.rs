@@ -47,6 +47,10 @@ pub enum StoreError {
     /// bulk reads, which run outside sqlx).
     #[error("audit store database error: {0}")]
     DatabaseRead(String),
+    /// The database failed a write on the store's own write connection (the SQLite store's
+    /// appends, which run outside sqlx).
+    #[error("audit store database error: {0}")]
+    DatabaseWrite(String),
     /// Applying the store's schema migrations failed.
     #[error("audit store migration error: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),

@@ -35,6 +35,7 @@ mod checkpoint_log;
 mod error;
 mod event;
 mod forwarding;
+mod indexing;
 mod query;
 mod recorder;
 mod reliability;

@@ -3,7 +3,6 @@
 //! and a [`Dialect`] supplies those.
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use sqlx::{Database, QueryBuilder};
 use uuid::Uuid;
 
@@ -19,7 +18,8 @@ pub(crate) const ROW_COLUMNS: &str = "seq, prev_hash, hash, id, occurred_at, ten
      resource_name, method, route, path, status, duration_ms, client_ip, user_agent, attributes, \
      chain_version";
 
-/// The event columns in the order every SELECT returns them and every row decoder reads them.
+/// The event columns in the order PostgreSQL's append binds them.
+#[cfg(feature = "postgres")]
 pub(crate) const EVENT_COLUMNS: &str = "id, occurred_at, tenant, request_id, actor_id, \
      actor_email, actor_name, category, action, outcome, reason, resource_id, resource_name, \
      method, route, path, status, duration_ms, client_ip, user_agent, attributes";
@@ -30,12 +30,6 @@ pub(crate) trait Dialect {
     type DB: Database;
     /// The (schema-qualified) events table.
     fn events_table(&self) -> &str;
-    /// The select list of a page's outer query, over the ordered, limited subquery `page`.
-    fn page_select(&self, order: &str) -> String;
-    /// What follows `AS page` (an ORDER BY where the select list does not keep the order).
-    fn page_suffix(&self, order: &str) -> String;
-    /// The select list reading one event.
-    fn row_select(&self) -> String;
     /// Binds a text value.
     fn bind_text(&self, qb: &mut QueryBuilder<Self::DB>, value: &str);
     /// Binds a timestamp as the backend stores `occurred_at`.
@@ -154,9 +148,7 @@ pub(crate) fn push_where<D: Dialect>(
 }
 
 /// One stored row, the event with `occurred_at` as microseconds since the epoch, as every
-/// reader produces it: deserialised from SQLite's `ROW_JSON` (a JSON array in this field
-/// order), or filled from typed columns by the SQLite bulk reader and the PostgreSQL store.
-#[derive(Deserialize)]
+/// reader produces it from typed columns (the SQLite store's own connections, PostgreSQL).
 pub(crate) struct StoredRow {
     pub(crate) seq: u64,
     pub(crate) prev_hash: ChainHash,
@@ -185,15 +177,6 @@ pub(crate) struct StoredRow {
     pub(crate) chain_version: u8,
 }
 
-/// Reads one row rendered as JSON (SQLite's `ROW_JSON`). A row that does not fit the event model
-/// (changed behind the store's back) is reported, never skipped.
-#[cfg(feature = "sqlite")]
-pub(crate) fn decode_row(json: &str) -> Result<AuditEvent, StoreError> {
-    let row: StoredRow = serde_json::from_str(json)
-        .map_err(|e| StoreError::CorruptRow(format!("{e} in {}", truncate(json, 200))))?;
-    event_from(row)
-}
-
 /// How the rows of a page are ordered.
 #[derive(Clone, Copy)]
 pub(crate) enum RowOrder {
@@ -210,26 +193,6 @@ impl RowOrder {
             RowOrder::Chain => "seq",
         }
     }
-}
-
-/// Reads a page rendered as one JSON array of rows (SQLite), in `order`.
-#[cfg(feature = "sqlite")]
-pub(crate) fn decode_rows(json: &str, order: RowOrder) -> Result<Vec<AuditEvent>, StoreError> {
-    let rows: Vec<StoredRow> = serde_json::from_str(json)
-        .map_err(|e| StoreError::CorruptRow(format!("{e} in {}", truncate(json, 200))))?;
-    let mut events = rows
-        .into_iter()
-        .map(event_from)
-        .collect::<Result<Vec<_>, _>>()?;
-    // SQL does not promise that an aggregate sees its input in the subquery's order; a sort
-    // of an already sorted page costs next to nothing and makes it certain.
-    match order {
-        RowOrder::NewestFirst => {
-            events.sort_by_key(|e| std::cmp::Reverse((e.occurred_at, e.id)));
-        }
-        RowOrder::Chain => events.sort_by_key(|e| e.chain.map(|link| link.seq)),
-    }
-    Ok(events)
 }
 
 /// The event a stored row holds, with its chain link.
@@ -274,15 +237,7 @@ pub(crate) fn event_from(row: StoredRow) -> Result<AuditEvent, StoreError> {
     })
 }
 
-#[cfg(feature = "sqlite")]
-fn truncate(text: &str, max: usize) -> &str {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => &text[..end],
-        None => text,
-    }
-}
-
-/// `SELECT <event columns> ... ORDER BY occurred_at DESC, id DESC LIMIT n`.
+/// `SELECT <row columns> ... ORDER BY occurred_at DESC, id DESC LIMIT n`.
 pub(crate) fn select_page<D: Dialect>(
     dialect: &D,
     filter: &EventFilter,
@@ -290,29 +245,26 @@ pub(crate) fn select_page<D: Dialect>(
     after: Option<Position>,
     limit: usize,
 ) -> QueryBuilder<D::DB> {
-    let order = RowOrder::NewestFirst.sql();
     let mut qb = QueryBuilder::new(format!(
-        "SELECT {} FROM (SELECT * FROM {}",
-        dialect.page_select(order),
+        "SELECT {ROW_COLUMNS} FROM {}",
         dialect.events_table()
     ));
     push_where(dialect, &mut qb, filter, scope, after);
     qb.push(format!(
-        " ORDER BY {order} LIMIT {limit}) AS page{}",
-        dialect.page_suffix(order)
+        " ORDER BY {} LIMIT {limit}",
+        RowOrder::NewestFirst.sql()
     ));
     qb
 }
 
-/// `SELECT <event columns> ... WHERE id = ? AND <scope>`.
+/// `SELECT <row columns> ... WHERE id = ? AND <scope>`.
 pub(crate) fn select_one<D: Dialect>(
     dialect: &D,
     id: Uuid,
     scope: &TenantScope,
 ) -> QueryBuilder<D::DB> {
     let mut qb = QueryBuilder::new(format!(
-        "SELECT {} FROM {}",
-        dialect.row_select(),
+        "SELECT {ROW_COLUMNS} FROM {}",
         dialect.events_table()
     ));
     push_where(dialect, &mut qb, &EventFilter::default(), scope, None);
@@ -329,10 +281,8 @@ pub(crate) fn select_chain<D: Dialect>(
     through: Option<u64>,
     limit: usize,
 ) -> QueryBuilder<D::DB> {
-    let order = RowOrder::Chain.sql();
     let mut qb = QueryBuilder::new(format!(
-        "SELECT {} FROM (SELECT * FROM {} WHERE seq > ",
-        dialect.page_select(order),
+        "SELECT {ROW_COLUMNS} FROM {} WHERE seq > ",
         dialect.events_table()
     ));
     dialect.bind_seq(&mut qb, after_seq);
@@ -340,10 +290,7 @@ pub(crate) fn select_chain<D: Dialect>(
         qb.push(" AND seq <= ");
         dialect.bind_seq(&mut qb, through);
     }
-    qb.push(format!(
-        " ORDER BY {order} LIMIT {limit}) AS page{}",
-        dialect.page_suffix(order)
-    ));
+    qb.push(format!(" ORDER BY {} LIMIT {limit}", RowOrder::Chain.sql()));
     qb
 }
 

@@ -401,17 +401,7 @@ async fn unclean_previous_run_is_reported_once(db: &Database) {
 async fn sqlite_disk_full_recovers_when_space_returns() {
     let db = Database::sqlite().await;
     let store = db.sqlite_store().await;
-    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
-        .fetch_one(store.writer_pool())
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "PRAGMA max_page_count = {}",
-        pages + 5
-    )))
-    .execute(store.writer_pool())
-    .await
-    .unwrap();
+    store.limit_append_pages(Some(5)).await.unwrap();
     let recorder = quick(Recorder::builder(store.clone())).start().unwrap();
     let sent = events("disk-full", 3000);
     submit_all(&recorder, &sent).await;
@@ -431,10 +421,7 @@ async fn sqlite_disk_full_recovers_when_space_returns() {
         0,
         "a full disk is no poison"
     );
-    sqlx::query("PRAGMA max_page_count = 1073741823")
-        .execute(store.writer_pool())
-        .await
-        .unwrap();
+    store.limit_append_pages(None).await.unwrap();
     recorder.shutdown().await.unwrap();
     assert_stored_exactly_once(&store, &sent).await;
     db.cleanup().await;

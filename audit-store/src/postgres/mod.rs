@@ -224,18 +224,6 @@ impl Dialect for PgDialect<'_> {
     fn events_table(&self) -> &str {
         self.events_table
     }
-    fn page_select(&self, _order: &str) -> String {
-        // Typed columns in the binary protocol: building JSON on the server costs 10–20 µs
-        // a row (measured with json_build_object and row_to_json in psql), reading typed
-        // columns next to nothing, and sqlx reads PostgreSQL rows without a worker thread.
-        sql::ROW_COLUMNS.to_owned()
-    }
-    fn page_suffix(&self, order: &str) -> String {
-        format!(" ORDER BY {order}")
-    }
-    fn row_select(&self) -> String {
-        sql::ROW_COLUMNS.to_owned()
-    }
     fn bind_text(&self, qb: &mut QueryBuilder<Postgres>, value: &str) {
         qb.push_bind(value.to_owned());
     }

@@ -196,19 +196,22 @@ async fn locked_database_is_retried_until_it_frees() {
         .await
         .unwrap();
     let store = SqliteStore::new(pool);
-    let mut locker = sqlx::SqliteConnection::connect_with(&options)
-        .await
-        .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    store.migrate().await.unwrap();
     let recorder = Recorder::builder(Arc::new(store.clone()))
         .retry(RetryPolicy::new(
             Duration::from_millis(10),
             Duration::from_millis(40),
         ))
         .start()
+        .unwrap();
+    // Locked once the recorder is running (a lock from the start only delays its recovery).
+    recorder.recovered().await;
+    let mut locker = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
         .unwrap();
     for n in 0..20 {
         recorder.record(job_event(n)).await.unwrap();

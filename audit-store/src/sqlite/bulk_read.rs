@@ -11,7 +11,6 @@
 //! in-memory store keeps the JSON path. The SQL is the same shared SQL (`sql.rs`); only the
 //! select list differs (typed columns), and the dialect records the bound values for it.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags, Row};
 use uuid::Uuid;
 
+use super::append::Location;
 use crate::chain::ChainHash;
 use crate::error::StoreError;
 use crate::event::AuditEvent;
@@ -35,24 +35,21 @@ pub(super) struct BulkReader {
 
 #[derive(Debug)]
 struct Connections {
-    path: PathBuf,
+    location: Location,
+    busy_timeout: Duration,
     idle: Mutex<Vec<Connection>>,
 }
 
 impl BulkReader {
-    /// A reader of the database file at `path` (opened on first use).
-    pub(super) fn new(path: &Path) -> Self {
+    /// A reader of the database at `location` (opened on first use).
+    pub(super) fn new(location: Location, busy_timeout: Duration) -> Self {
         BulkReader {
             inner: Arc::new(Connections {
-                path: path.to_owned(),
+                location,
+                busy_timeout,
                 idle: Mutex::new(Vec::new()),
             }),
         }
-    }
-
-    /// The database file read.
-    pub(super) fn database_file(&self) -> &Path {
-        &self.inner.path
     }
 
     /// Runs `sql` (selecting `sql::ROW_COLUMNS`) with `binds` and decodes every row.
@@ -87,13 +84,12 @@ impl Connections {
 
     /// A read-only connection with the store's busy timeout and cache settings.
     fn open(&self) -> Result<Connection, StoreError> {
-        let connection = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(read_error)?;
+        let connection = self
+            .location
+            .open(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(read_error)?;
         connection
-            .busy_timeout(Duration::from_secs(5))
+            .busy_timeout(self.busy_timeout)
             .map_err(read_error)?;
         connection
             .execute_batch("PRAGMA cache_size = -16384; PRAGMA mmap_size = 268435456;")

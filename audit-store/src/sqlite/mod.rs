@@ -5,8 +5,11 @@
 //! the bulk reader (`bulk_read.rs`). An in-memory database uses one connection that is never
 //! closed (closing it would discard the data).
 
+mod append;
 mod bulk_read;
 mod forwarding;
+mod index;
+mod terms;
 mod write;
 
 use std::cell::RefCell;
@@ -19,8 +22,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, SqlSafeStr, Sqlite};
 use tokio::sync::OnceCell;
@@ -33,9 +35,10 @@ use crate::event::AuditEvent;
 use crate::forwarding::{ForwardLease, ForwardPosition, ForwardState, StoredCheckpoint};
 use crate::query::{EventFilter, FacetUser, Facets, Page, PageRequest, Position, TenantScope};
 use crate::reliability::{QuarantinedEvent, RecorderRun};
-use crate::sql::{self, Dialect, RowOrder};
+use crate::sql::{self, Dialect};
 use crate::store::{self, AuditStore, Backend, EventStream};
 
+use append::{Appender, Location};
 use bulk_read::BulkReader;
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -59,11 +62,19 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "chain links of version 2",
         include_str!("../../migrations/sqlite/0004_chain_v2.sql"),
     ),
+    (
+        5,
+        "a schema built for appends",
+        include_str!("../../migrations/sqlite/0005_append_schema.sql"),
+    ),
 ];
 
 /// The table recording which of this crate's migrations ran; named apart from sqlx's
 /// default `_sqlx_migrations` so it never collides with the host's own migrations.
 const MIGRATIONS_TABLE: &str = "_audit_store_migrations";
+
+/// How long the store's connections wait for another writer's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Rows deleted per purge transaction, so a large purge never holds the write lock long.
 const PURGE_CHUNK: i64 = 10_000;
@@ -84,12 +95,32 @@ const PURGE_CHUNK: i64 = 10_000;
 /// ```
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// sqlx: migrations and the low-rate statements (checkpoints, runs, quarantine, purge,
+    /// forwarding, facets).
     writer: SqlitePool,
     reader: SqlitePool,
-    /// Reads of many rows, for a file database (`bulk_read.rs`); decided on first use for a
-    /// store on the host's pool.
-    bulk: Arc<OnceCell<Option<BulkReader>>>,
+    /// The store's own connections (rusqlite): appends and reads of many rows. Decided at
+    /// connect, or on first use for a store on the host's pool.
+    own: Arc<OnceCell<Own>>,
     signer: Option<Arc<CheckpointSigner>>,
+}
+
+/// The store's own connections to its database.
+#[derive(Debug)]
+struct Own {
+    bulk: BulkReader,
+    appender: Arc<Appender>,
+}
+
+impl Own {
+    /// Connections to `location` that wait up to `busy_timeout` for another writer's lock.
+    fn new(location: Location, busy_timeout: Duration) -> Self {
+        Own {
+            bulk: BulkReader::new(location.clone(), busy_timeout),
+            // `synchronous = FULL`: a committed event survives power loss.
+            appender: Appender::new(location, busy_timeout, "FULL"),
+        }
+    }
 }
 
 impl SqliteStore {
@@ -102,95 +133,113 @@ impl SqliteStore {
 
     /// Like [`SqliteStore::connect`] with explicit connect options; the store adds WAL, a
     /// 5 s busy timeout and `synchronous = FULL` (a committed event survives power loss).
+    /// An in-memory database becomes one of SQLite's named `memdb` databases, which the
+    /// store's own connections can share.
     pub async fn connect_with(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let memory = is_in_memory(&options)
+            .then(|| format!("/audit-store-memory-{}", Uuid::now_v7().simple()));
+        let options = match &memory {
+            Some(name) => options
+                .filename(name)
+                .vfs("memdb")
+                .in_memory(false)
+                .shared_cache(false),
+            None => options,
+        };
         let options = options
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
+            .journal_mode(if memory.is_some() {
+                // memdb keeps no write-ahead log.
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5))
-            // A 16 MiB page cache per connection and memory-mapped reads: exports and deep
-            // pages walk large indexes, and mapped pages skip a copy per page read.
+            .busy_timeout(BUSY_TIMEOUT)
+            // A 16 MiB page cache per connection and memory-mapped reads.
             .pragma("cache_size", "-16384")
             .pragma("mmap_size", "268435456")
             // Keeps the planner's statistics fresh (SQLite's recommended practice).
-            .optimize_on_close(true, 1000)
-            // Rows cross from SQLite's worker thread in larger hand-offs: fewer wake-ups
-            // per exported row, still a bounded buffer.
-            .row_buffer_size(1024);
+            .optimize_on_close(true, 1000);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            // An in-memory database lives while a connection to it is open.
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(options.clone())
             .await?;
-        // SQLite itself says whether the database is a file; sqlx's options do not.
-        let store = match main_database_file(&writer).await? {
-            None => Self {
-                reader: writer.clone(),
-                writer,
-                bulk: Arc::new(OnceCell::new_with(Some(None))),
-                signer: None,
-            },
-            Some(file) => {
+        let (reader, location) = match memory {
+            Some(name) => (writer.clone(), Location::Memory(name)),
+            None => {
+                let file = main_database_file(&writer).await?.ok_or_else(|| {
+                    StoreError::Config("SQLite reports no file for this database".into())
+                })?;
                 let reader = SqlitePoolOptions::new()
                     .max_connections(4)
                     .connect_with(options.read_only(true))
                     .await?;
-                Self {
-                    writer,
-                    reader,
-                    bulk: Arc::new(OnceCell::new_with(Some(Some(BulkReader::new(&file))))),
-                    signer: None,
-                }
+                (reader, Location::File(file))
             }
+        };
+        let store = Self {
+            writer,
+            reader,
+            own: Arc::new(OnceCell::new_with(Some(Own::new(location, BUSY_TIMEOUT)))),
+            signer: None,
         };
         store.migrate().await?;
         Ok(store)
     }
 
-    /// A store on the host's own pool, used for reads and writes alike. Call
-    /// [`SqliteStore::migrate`] before first use.
+    /// A store on the host's own pool, used for the store's low-rate statements; appends and
+    /// reads of many rows use connections of the store's own to the same database file.
+    /// Call [`SqliteStore::migrate`] before first use. The pool must be on a file: a private
+    /// in-memory database cannot be shared (use [`SqliteStore::connect`] with
+    /// `sqlite::memory:`).
     pub fn new(pool: SqlitePool) -> Self {
         Self {
             reader: pool.clone(),
             writer: pool,
-            bulk: Arc::new(OnceCell::new()),
+            own: Arc::new(OnceCell::new()),
             signer: None,
         }
     }
 
-    /// The bulk reader, unless the database is in memory.
-    async fn bulk_reader(&self) -> Result<Option<&BulkReader>, StoreError> {
-        let reader = self
-            .bulk
+    /// The store's own connections.
+    async fn own(&self) -> Result<&Own, StoreError> {
+        self.own
             .get_or_try_init(|| async {
-                Ok::<_, StoreError>(
-                    main_database_file(&self.writer)
-                        .await?
-                        .map(|file| BulkReader::new(&file)),
-                )
+                let file = main_database_file(&self.writer).await?.ok_or_else(|| {
+                    StoreError::Config(
+                        "the host's SQLite pool is on a private in-memory database, which \
+                         the store's own connections cannot share; use \
+                         SqliteStore::connect(\"sqlite::memory:\") or a database file"
+                            .into(),
+                    )
+                })?;
+                // The store's own connections wait for locks as long as the host's pool does.
+                let busy_ms: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+                    .fetch_one(&self.writer)
+                    .await?;
+                let busy_timeout = Duration::from_millis(busy_ms.try_into().unwrap_or(0));
+                Ok::<_, StoreError>(Own::new(Location::File(file), busy_timeout))
             })
-            .await?;
-        Ok(reader.as_ref())
+            .await
     }
 
-    /// Runs a statement selecting whole rows: through the bulk reader (typed columns) for a
-    /// file database, else through sqlx as one JSON value per page. `build` gets the dialect
-    /// that decides the select list and records the binds.
+    /// Runs a statement selecting whole rows (`sql::ROW_COLUMNS`) on the store's own read
+    /// connections. `build` gets the dialect that records the binds.
     async fn read_rows(
         &self,
-        order: RowOrder,
         build: impl Fn(&SqliteDialect) -> QueryBuilder<Sqlite>,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        if let Some(bulk) = self.bulk_reader().await? {
-            let dialect = SqliteDialect::typed();
-            let qb = build(&dialect);
-            return bulk.events(qb.into_string(), dialect.take_binds()).await;
-        }
-        let mut qb = build(&SqliteDialect::default());
-        let page: String = qb.build_query_scalar().fetch_one(&self.reader).await?;
-        sql::decode_rows(&page, order)
+        let own = self.own().await?;
+        let dialect = SqliteDialect::default();
+        let qb = build(&dialect);
+        own.bulk
+            .events(qb.into_string(), dialect.take_binds())
+            .await
     }
 
     /// Signs checkpoints ([`AuditStore::checkpoint`], and the retention purge's) with this key.
@@ -229,16 +278,41 @@ impl SqliteStore {
         let mut migrator = Migrator::with_migrations(migrations);
         migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
         migrator.run(&self.writer).await?;
-        // On a host's pool, learn now whether the database is a file, so a recorder started
-        // next finds its default spool directory beside it.
-        self.bulk_reader().await?;
+        // On a host's pool, learn now where the database is, so a recorder started next finds
+        // its default spool directory beside it.
+        let own = self.own().await?;
+        if last_version >= 5 {
+            let appender = own.appender.clone();
+            tokio::task::spawn_blocking(move || index::build_missing(&appender))
+                .await
+                .map_err(|e| StoreError::Background(format!("indexing stopped: {e}")))??;
+        }
         Ok(())
+    }
+
+    /// Sets `PRAGMA max_page_count` on the store's append connection (`None`: SQLite's
+    /// maximum), so tests can make "database or disk is full" happen on demand. Returns the
+    /// database's current page count.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub async fn limit_append_pages(&self, extra_pages: Option<i64>) -> Result<i64, StoreError> {
+        let appender = self.own().await?.appender.clone();
+        tokio::task::spawn_blocking(move || appender.limit_pages(extra_pages))
+            .await
+            .map_err(|e| StoreError::Background(e.to_string()))?
     }
 
     /// The pool writes go through.
     pub fn writer_pool(&self) -> &SqlitePool {
         &self.writer
     }
+}
+
+/// Whether sqlx would open these options as an in-memory database (`sqlite::memory:`,
+/// `mode=memory`: sqlx names those `file:sqlx-in-memory-N`).
+fn is_in_memory(options: &SqliteConnectOptions) -> bool {
+    let name = options.get_filename().to_string_lossy();
+    name == ":memory:" || name.starts_with("file:sqlx-in-memory-")
 }
 
 /// The file of the connection's main database; `None` for an in-memory database (SQLite
@@ -251,35 +325,14 @@ async fn main_database_file(pool: &SqlitePool) -> Result<Option<PathBuf>, StoreE
     Ok((!file.is_empty()).then(|| PathBuf::from(file)))
 }
 
-/// One row as a JSON array, in the field order of `sql::StoredRow` (which serde reads from an
-/// array as well as from an object). An array carries no keys: a third less text for SQLite to
-/// build and for the decoder to scan than an object. `hex()` gives upper case, which the UUID
-/// and hash parsers accept, so no `lower()` pass. `printf('%!.17g')` keeps every bit of a
-/// REAL (SQLite's JSON functions print 15 digits); `json()` embeds the stored attributes text
-/// as an object.
-const ROW_JSON: &str = "json_array(seq, hex(prev_hash), hex(hash), hex(id), occurred_at, tenant, \
-         request_id, actor_id, actor_email, actor_name, category, action, outcome, reason, \
-         resource_id, resource_name, method, route, path, status, \
-         json(printf('%!.17g', duration_ms)), client_ip, user_agent, json(attributes), \
-         chain_version)";
-
 /// The SQLite side of the shared SQL. It records every value it binds, so a statement built
-/// for sqlx can also run on the bulk reader's own connections.
+/// with sqlx's builder can run on the store's own connections.
 #[derive(Default)]
 struct SqliteDialect {
-    /// Select typed columns (`sql::ROW_COLUMNS`, for the bulk reader) instead of JSON.
-    typed_columns: bool,
     binds: RefCell<Vec<rusqlite::types::Value>>,
 }
 
 impl SqliteDialect {
-    fn typed() -> Self {
-        SqliteDialect {
-            typed_columns: true,
-            ..SqliteDialect::default()
-        }
-    }
-
     /// The values bound so far, in order.
     fn take_binds(&self) -> Vec<rusqlite::types::Value> {
         self.binds.take()
@@ -294,27 +347,6 @@ impl Dialect for SqliteDialect {
     type DB = Sqlite;
     fn events_table(&self) -> &str {
         "audit_events"
-    }
-    fn page_select(&self, order: &str) -> String {
-        if self.typed_columns {
-            return sql::ROW_COLUMNS.to_owned();
-        }
-        let _ = order;
-        // One JSON array per page: a single hand-off from SQLite's worker thread instead of
-        // one per row, and the array is built in C (2.5 times faster than 21 typed columns,
-        // `examples/export_profile.rs`). SQLite aggregates in the order of its ordered,
-        // limited subquery, and `decode_rows` sorts anyway.
-        format!("json_group_array({ROW_JSON})")
-    }
-    fn page_suffix(&self, order: &str) -> String {
-        if self.typed_columns {
-            format!(" ORDER BY {order}")
-        } else {
-            String::new()
-        }
-    }
-    fn row_select(&self) -> String {
-        ROW_JSON.to_owned()
     }
     fn bind_text(&self, qb: &mut QueryBuilder<Sqlite>, value: &str) {
         qb.push_bind(value.to_owned());
@@ -335,23 +367,24 @@ impl Dialect for SqliteDialect {
         self.record(seq.into());
     }
     fn push_name_contains(&self, qb: &mut QueryBuilder<Sqlite>, needle: &str) {
+        // Each distinct name is indexed once, in audit_resource_names.
+        qb.push("resource_name IN (SELECT name FROM audit_resource_names WHERE ");
         if needle.chars().count() >= 3 {
             // A quoted FTS5 phrase is matched literally; the trigram tokenizer folds case.
             let phrase = format!("\"{}\"", needle.replace('"', "\"\""));
-            qb.push("seq IN (SELECT rowid FROM audit_events_name WHERE audit_events_name MATCH ");
+            qb.push(
+                "id IN (SELECT rowid FROM audit_resource_names_trigram \
+                 WHERE audit_resource_names_trigram MATCH ",
+            );
             self.bind_text(qb, &phrase);
-            qb.push(")");
+            qb.push("))");
         } else {
-            // Trigrams cannot serve one- or two-character needles: scan with a literal search.
-            qb.push("instr(lower(resource_name), lower(");
+            // Trigrams cannot serve one- or two-character needles: a literal search.
+            qb.push("instr(lower(name), lower(");
             self.bind_text(qb, needle);
-            qb.push(")) > 0");
+            qb.push(")) > 0)");
         }
     }
-}
-
-fn decode(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
-    sql::decode_row(row.try_get(0)?)
 }
 
 #[async_trait]
@@ -363,10 +396,8 @@ impl Backend for SqliteStore {
         after: Option<Position>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        self.read_rows(RowOrder::NewestFirst, |dialect| {
-            sql::select_page(dialect, filter, scope, after, limit)
-        })
-        .await
+        self.read_rows(|dialect| sql::select_page(dialect, filter, scope, after, limit))
+            .await
     }
 
     async fn distinct(
@@ -402,10 +433,8 @@ impl Backend for SqliteStore {
         through: Option<u64>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        self.read_rows(RowOrder::Chain, |dialect| {
-            sql::select_chain(dialect, after_seq, through, limit)
-        })
-        .await
+        self.read_rows(|dialect| sql::select_chain(dialect, after_seq, through, limit))
+            .await
     }
 
     async fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
@@ -434,9 +463,10 @@ impl AuditStore for SqliteStore {
     }
 
     async fn get(&self, id: Uuid, scope: &TenantScope) -> Result<Option<AuditEvent>, StoreError> {
-        let mut qb = sql::select_one(&SqliteDialect::default(), id, scope);
-        let row = qb.build().fetch_optional(&self.reader).await?;
-        row.as_ref().map(decode).transpose()
+        Ok(self
+            .read_rows(|dialect| sql::select_one(dialect, id, scope))
+            .await?
+            .pop())
     }
 
     fn export(&self, filter: EventFilter, scope: TenantScope) -> EventStream {
@@ -589,9 +619,9 @@ impl AuditStore for SqliteStore {
     }
 
     fn default_spool_dir(&self) -> Option<PathBuf> {
-        match self.bulk.get() {
-            Some(Some(bulk)) => {
-                let mut dir = bulk.database_file().as_os_str().to_owned();
+        match self.own.get().map(|own| own.appender.location()) {
+            Some(Location::File(file)) => {
+                let mut dir = file.as_os_str().to_owned();
                 dir.push("-spool");
                 Some(PathBuf::from(dir))
             }

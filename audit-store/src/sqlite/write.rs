@@ -1,102 +1,50 @@
-//! The SQLite store's writes: batch appends (idempotent, with the connection left clean after
-//! any failure), the quarantine and the recorder's run reports.
+//! The SQLite store's writes: idempotent batch appends (written by `append.rs`), the
+//! quarantine and the recorder's run reports.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sqlx::pool::PoolConnection;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
-use super::{SqliteStore, read_head, seq_i64};
+use super::SqliteStore;
+use super::append::{self, Appended, Appender};
 use crate::chain::{ChainLink, StoredLinkRow};
 use crate::error::StoreError;
 use crate::event::AuditEvent;
 use crate::reliability::{QuarantinedEvent, RecorderRun, quarantine_json, quarantined_from_row};
-use crate::sql;
 
-/// Rows per INSERT statement: 24 columns × 500 rows stays well under SQLite's 32,766
-/// bind-parameter limit.
-const ROWS_PER_INSERT: usize = 500;
-
-/// SQLite's primary result codes for content it will never accept: a string or blob over its
-/// length limit, a constraint (NOT NULL, CHECK, UNIQUE), a datatype mismatch.
-const SQLITE_TOOBIG: i32 = 18;
-const SQLITE_CONSTRAINT: i32 = 19;
-const SQLITE_MISMATCH: i32 = 20;
+/// Ids looked up per statement (SQLite's bind-parameter limit is 32,766).
+const IDS_PER_LOOKUP: usize = 500;
 
 impl SqliteStore {
     /// [`AuditStore::append`](crate::AuditStore::append): one `BEGIN IMMEDIATE` transaction
-    /// per batch. When ids of the batch are already taken, the events an earlier attempt
-    /// stored are recognised and skipped ([`crate::store::remove_stored`]) and the rest is
-    /// written in a second transaction.
+    /// per batch on the store's own write connection (`append.rs`). When ids of the batch are
+    /// already taken, the events an earlier attempt stored are recognised and skipped
+    /// ([`crate::store::remove_stored`]) and the rest is written in a second transaction.
     pub(super) async fn append_batch(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }
         let events = crate::sanitize::storable(events);
-        let mut conn = self.writer.acquire().await?;
-        let error = match self.in_transaction(&mut conn, &events).await {
-            Ok(()) => return Ok(()),
-            Err(error) => error,
-        };
-        if !is_duplicate_id(&error) {
-            return Err(classify(error));
+        let appender = self.own().await?.appender.clone();
+        if write(&appender, &events).await? == Appended::Written {
+            return Ok(());
         }
+        let mut conn = self.writer.acquire().await?;
         let stored = stored_links(&mut conn, &events).await?;
+        drop(conn);
         let unstored = crate::store::remove_stored(&events, &stored)?;
         if unstored.is_empty() {
             return Ok(());
         }
-        self.in_transaction(&mut conn, &unstored)
-            .await
-            .map_err(classify)
-    }
-
-    /// Runs `insert_batch` between `BEGIN IMMEDIATE` and `COMMIT`, and on any failure rolls
-    /// back before the connection is used again.
-    ///
-    /// The transaction is driven with plain statements rather than sqlx's `Transaction`:
-    /// when `COMMIT` itself fails (SQLite answers `SQLITE_FULL` and keeps the transaction
-    /// open), sqlx's transaction depth stays raised and every later `begin` on the
-    /// connection fails, so one full disk stalled the writer for good. A connection whose
-    /// rollback fails is closed, and the pool opens a fresh one (not for an in-memory
-    /// database, whose single connection is the data).
-    async fn in_transaction(
-        &self,
-        conn: &mut PoolConnection<Sqlite>,
-        events: &[AuditEvent],
-    ) -> Result<(), StoreError> {
-        // IMMEDIATE takes the write lock up front, waiting out the busy timeout, instead of
-        // failing with SQLITE_BUSY when another process writes to the same file.
-        let written = async {
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut **conn).await?;
-            insert_batch(conn, events).await?;
-            sqlx::query("COMMIT").execute(&mut **conn).await?;
-            Ok::<_, StoreError>(())
-        }
-        .await;
-        if written.is_err() {
-            self.roll_back(conn).await;
-        }
-        written
-    }
-
-    async fn roll_back(&self, conn: &mut PoolConnection<Sqlite>) {
-        let rolled_back = sqlx::query("ROLLBACK").execute(&mut **conn).await;
-        let in_transaction = match rolled_back {
-            Ok(_) => false,
-            // "cannot rollback - no transaction is active": already clean.
-            Err(sqlx::Error::Database(ref db)) if db.message().contains("no transaction") => false,
-            Err(_) => true,
-        };
-        // An in-memory database lives in its only connection: never close that one.
-        let file_database = matches!(self.bulk.get(), Some(Some(_)));
-        if in_transaction && file_database {
-            tracing::warn!(
-                "audit store: closing a SQLite writer connection that would not roll back"
-            );
-            conn.close_on_drop();
+        match write(&appender, &unstored).await? {
+            Appended::Written => Ok(()),
+            // Another writer stored some of them meanwhile: the next attempt sorts it out.
+            Appended::DuplicateId => Err(StoreError::DatabaseWrite(
+                "event ids of the batch were taken while it was being retried".into(),
+            )),
         }
     }
 
@@ -207,56 +155,13 @@ impl SqliteStore {
     }
 }
 
-/// Links the batch after the stored head, inserts it and moves the head.
-async fn insert_batch(
-    conn: &mut SqliteConnection,
-    events: &[AuditEvent],
-) -> Result<(), StoreError> {
-    let head = read_head(conn).await?;
-    let (links, new_head) = head.extend(events);
-    for (chunk, links) in events
-        .chunks(ROWS_PER_INSERT)
-        .zip(links.chunks(ROWS_PER_INSERT))
-    {
-        let mut qb = QueryBuilder::<Sqlite>::new(format!(
-            "INSERT INTO audit_events (seq, prev_hash, hash, chain_version, {}) ",
-            sql::EVENT_COLUMNS
-        ));
-        qb.push_values(chunk.iter().zip(links), |mut row, (event, link)| {
-            row.push_bind(seq_i64(link.seq))
-                .push_bind(link.prev_hash.0.to_vec())
-                .push_bind(link.hash.0.to_vec())
-                .push_bind(i64::from(link.version.number()))
-                .push_bind(event.id)
-                .push_bind(event.occurred_at.timestamp_micros())
-                .push_bind(event.tenant.as_deref())
-                .push_bind(event.request_id.as_str())
-                .push_bind(event.actor_id.as_deref())
-                .push_bind(event.actor_email.as_deref())
-                .push_bind(event.actor_name.as_deref())
-                .push_bind(event.category.as_str())
-                .push_bind(event.action.as_str())
-                .push_bind(event.outcome.as_str())
-                .push_bind(event.reason.as_deref())
-                .push_bind(event.resource_id.as_deref())
-                .push_bind(event.resource_name.as_deref())
-                .push_bind(event.method.as_str())
-                .push_bind(event.route.as_str())
-                .push_bind(event.path.as_str())
-                .push_bind(i64::from(event.status))
-                .push_bind(event.duration_ms)
-                .push_bind(event.client_ip.as_deref())
-                .push_bind(event.user_agent.as_deref())
-                .push_bind(serde_json::Value::Object(event.attributes.clone()).to_string());
-        });
-        qb.build().execute(&mut *conn).await?;
-    }
-    sqlx::query("UPDATE audit_chain_head SET seq = ?, hash = ? WHERE id = 1")
-        .bind(seq_i64(new_head.seq))
-        .bind(new_head.hash.0.to_vec())
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+/// Encodes `events` and writes them on a blocking thread.
+async fn write(appender: &Arc<Appender>, events: &[AuditEvent]) -> Result<Appended, StoreError> {
+    let batch = append::encode(events, &appender.written);
+    let appender = appender.clone();
+    tokio::task::spawn_blocking(move || appender.append(&batch))
+        .await
+        .map_err(|e| StoreError::Background(format!("a SQLite append failed to finish: {e}")))?
 }
 
 /// The chain links stored under the batch's ids.
@@ -265,7 +170,7 @@ async fn stored_links(
     events: &[AuditEvent],
 ) -> Result<HashMap<Uuid, ChainLink>, StoreError> {
     let mut stored = HashMap::new();
-    for chunk in events.chunks(ROWS_PER_INSERT) {
+    for chunk in events.chunks(IDS_PER_LOOKUP) {
         let mut qb = QueryBuilder::<Sqlite>::new(
             "SELECT id, seq, prev_hash, hash, chain_version FROM audit_events WHERE id IN (",
         );
@@ -280,34 +185,6 @@ async fn stored_links(
         }
     }
     Ok(stored)
-}
-
-/// A UNIQUE violation on the event id (not on `seq`: a taken `seq` means the stored chain
-/// head is behind the rows, a fault of the database, not of the events).
-fn is_duplicate_id(error: &StoreError) -> bool {
-    matches!(error, StoreError::Database(sqlx::Error::Database(db))
-        if db.is_unique_violation() && db.message().contains("audit_events.id"))
-}
-
-/// Marks refusals of the events' content as [`StoreError::Rejected`]; everything else (disk
-/// full, I/O, locks, a missing table) stays as it is, to be retried.
-fn classify(error: StoreError) -> StoreError {
-    let StoreError::Database(sqlx::Error::Database(db)) = &error else {
-        return error;
-    };
-    let primary = db
-        .code()
-        .and_then(|code| code.parse::<i32>().ok())
-        .map(|code| code & 0xff);
-    let seq_taken = db.message().contains("audit_events.seq");
-    let content_refused = matches!(
-        primary,
-        Some(SQLITE_TOOBIG | SQLITE_CONSTRAINT | SQLITE_MISMATCH)
-    ) && !seq_taken;
-    match error {
-        StoreError::Database(error) if content_refused => StoreError::rejected(error),
-        other => other,
-    }
 }
 
 fn micros(at: i64) -> Result<DateTime<Utc>, StoreError> {
