@@ -30,6 +30,8 @@ pub(crate) trait Dialect {
     type DB: Database;
     /// The (schema-qualified) events table.
     fn events_table(&self) -> &str;
+    /// The (schema-qualified) table of facet values.
+    fn facets_table(&self) -> &str;
     /// Binds a text value.
     fn bind_text(&self, qb: &mut QueryBuilder<Self::DB>, value: &str);
     /// Binds a timestamp as the backend stores `occurred_at`.
@@ -294,35 +296,49 @@ pub(crate) fn select_chain<D: Dialect>(
     qb
 }
 
-/// The facet statements, each returning one text column (`outcome`, `category`, `action`)
-/// or, for users, `actor_id, actor_email, actor_name`.
+/// The facet values of `kind` (`category`, `action`, `outcome`) within a scope, from the
+/// table of facet values the appends keep.
 pub(crate) fn select_distinct<D: Dialect>(
     dialect: &D,
-    column: &str,
+    kind: &str,
     scope: &TenantScope,
 ) -> QueryBuilder<D::DB> {
     let mut qb = QueryBuilder::new(format!(
-        "SELECT DISTINCT {column} FROM {}",
-        dialect.events_table()
+        "SELECT DISTINCT value FROM {}",
+        dialect.facets_table()
     ));
     push_where(dialect, &mut qb, &EventFilter::default(), scope, None);
-    qb.push(format!(" ORDER BY {column}"));
+    qb.push(" AND kind = ");
+    dialect.bind_text(&mut qb, kind);
+    qb.push(" ORDER BY value");
     qb
 }
 
 /// Distinct actors: one row per (actor_id, actor_email) with the latest-sorting name.
 pub(crate) fn select_users<D: Dialect>(dialect: &D, scope: &TenantScope) -> QueryBuilder<D::DB> {
     let mut qb = QueryBuilder::new(format!(
-        "SELECT actor_id, actor_email, MAX(actor_name) FROM {}",
-        dialect.events_table()
+        "SELECT value, email, MAX(name) FROM {}",
+        dialect.facets_table()
     ));
     push_where(dialect, &mut qb, &EventFilter::default(), scope, None);
-    qb.push(
-        " AND (actor_id IS NOT NULL OR actor_email IS NOT NULL) \
-         GROUP BY actor_id, actor_email ORDER BY actor_email, actor_id",
-    );
+    qb.push(" AND kind = 'user' GROUP BY value, email ORDER BY email, value");
     qb
 }
+
+/// Statements that rebuild the table of facet values from the events, after a purge removed
+/// some of them (`{facets}` and `{events}` are the tables). PostgreSQL's retention function
+/// runs the same statements (migration 0005), with the rights of the schema's owner.
+#[cfg(feature = "sqlite")]
+pub(crate) const REBUILD_FACETS: [&str; 3] = [
+    "DELETE FROM {facets}",
+    "INSERT INTO {facets} (tenant, kind, value) \
+     SELECT DISTINCT tenant, 'category', category FROM {events} \
+     UNION SELECT DISTINCT tenant, 'action', action FROM {events} \
+     UNION SELECT DISTINCT tenant, 'outcome', outcome FROM {events}",
+    "INSERT INTO {facets} (tenant, kind, value, email, name) \
+     SELECT DISTINCT tenant, 'user', actor_id, actor_email, actor_name FROM {events} \
+     WHERE actor_id IS NOT NULL OR actor_email IS NOT NULL",
+];
 
 /// Escapes `%`, `_` and `\` so a user's text is matched literally by `LIKE ... ESCAPE '\'`.
 #[cfg(any(feature = "postgres", test))]

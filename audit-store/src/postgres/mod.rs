@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "chain links of version 2",
         include_str!("../../migrations/postgres/0004_chain_v2.sql"),
     ),
+    (
+        5,
+        "a schema built for appends",
+        include_str!("../../migrations/postgres/0005_append_schema.sql"),
+    ),
 ];
 
 /// The schema used when none is configured.
@@ -69,7 +74,10 @@ pub struct PostgresStore {
     pool: PgPool,
     schema: Arc<str>,
     events_table: Arc<str>,
+    facets_table: Arc<str>,
     signer: Option<Arc<CheckpointSigner>>,
+    /// Facet values and resource names this store has written.
+    written: Arc<std::sync::Mutex<crate::indexing::Written>>,
 }
 
 /// Whether `name` is a plain lowercase SQL identifier of at most 63 characters: the only
@@ -129,8 +137,10 @@ impl PostgresStore {
         Ok(Self {
             pool,
             events_table: format!("{schema}.audit_events").into(),
+            facets_table: format!("{schema}.audit_facet_values").into(),
             schema: schema.into(),
             signer: None,
+            written: Arc::default(),
         })
     }
 
@@ -216,6 +226,7 @@ impl PostgresStore {
 
 struct PgDialect<'a> {
     events_table: &'a str,
+    facets_table: &'a str,
     schema: &'a str,
 }
 
@@ -223,6 +234,9 @@ impl Dialect for PgDialect<'_> {
     type DB = Postgres;
     fn events_table(&self) -> &str {
         self.events_table
+    }
+    fn facets_table(&self) -> &str {
+        self.facets_table
     }
     fn bind_text(&self, qb: &mut QueryBuilder<Postgres>, value: &str) {
         qb.push_bind(value.to_owned());
@@ -237,9 +251,14 @@ impl Dialect for PgDialect<'_> {
         qb.push_bind(seq_i64(seq));
     }
     fn push_name_contains(&self, qb: &mut QueryBuilder<Postgres>, needle: &str) {
-        // Served by the pg_trgm GIN index; backslash is ILIKE's default escape character.
-        qb.push("resource_name ILIKE ");
+        // Each distinct name is indexed once (pg_trgm GIN on audit_resource_names);
+        // backslash is ILIKE's default escape character.
+        qb.push(format!(
+            "resource_name IN (SELECT name FROM {}.audit_resource_names WHERE name ILIKE ",
+            self.schema
+        ));
         qb.push_bind(format!("%{}%", sql::escape_like(needle)));
+        qb.push(")");
     }
 }
 
@@ -247,6 +266,7 @@ impl PostgresStore {
     fn dialect(&self) -> PgDialect<'_> {
         PgDialect {
             events_table: &self.events_table,
+            facets_table: &self.facets_table,
             schema: &self.schema,
         }
     }
@@ -425,6 +445,7 @@ impl AuditStore for PostgresStore {
             .bind(cutoff)
             .fetch_one(&mut *tx)
             .await?;
+        // The function also rebuilds the facet values (sql::REBUILD_FACETS on SQLite).
         tx.commit().await?;
         Ok(purged.unsigned_abs())
     }

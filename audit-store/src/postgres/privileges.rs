@@ -48,6 +48,9 @@ impl PostgresStore {
              {s}.audit_quarantine TO {app_role};\n\
              GRANT SELECT, UPDATE ON {s}.audit_chain_head TO {app_role};\n\
              GRANT SELECT, INSERT, UPDATE ON {s}.audit_recorder_runs TO {app_role};\n\
+             GRANT SELECT, INSERT ON {s}.audit_resource_names, {s}.audit_facet_values \
+             TO {app_role};\n\
+             GRANT EXECUTE ON FUNCTION {s}.audit_term(TEXT, TEXT) TO {app_role};\n\
              GRANT SELECT, INSERT, UPDATE ON {s}.audit_forward_cursors, \
              {s}.audit_forward_leases TO {app_role};\n\
              GRANT SELECT ON {s}._audit_store_migrations TO {app_role};\n\

@@ -3,15 +3,17 @@
 //! recorder's run reports.
 
 use std::collections::HashMap;
+use std::sync::PoisonError;
 
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
 use super::{PostgresStore, seq_i64};
-use crate::chain::{ChainLink, StoredLinkRow};
+use crate::chain::{ChainLink, StoredLinkRow, content_digests};
 use crate::error::StoreError;
 use crate::event::AuditEvent;
+use crate::indexing::NewValues;
 use crate::reliability::{QuarantinedEvent, RecorderRun, quarantine_json, quarantined_from_row};
 use crate::sql;
 
@@ -48,15 +50,65 @@ impl PostgresStore {
         let mut conn = self.pool.acquire().await?;
         let written = async {
             sqlx::query("BEGIN").execute(&mut *conn).await?;
-            self.insert_batch(&mut conn, events).await?;
+            let new = self.insert_batch(&mut conn, events).await?;
             sqlx::query("COMMIT").execute(&mut *conn).await?;
-            Ok::<_, StoreError>(())
+            Ok::<_, StoreError>(new)
         }
         .await;
-        if written.is_err() && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-            conn.close_on_drop();
+        match written {
+            Ok(new) => {
+                self.written
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remember(&new);
+                Ok(())
+            }
+            Err(error) => {
+                if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                    conn.close_on_drop();
+                }
+                Err(error)
+            }
         }
-        written
+    }
+
+    /// Inserts the facet values and resource names of a batch that may be new.
+    async fn insert_new_values(
+        &self,
+        conn: &mut PgConnection,
+        new: &NewValues,
+    ) -> Result<(), StoreError> {
+        if !new.names.is_empty() {
+            let statement = format!(
+                "INSERT INTO {}.audit_resource_names (name) SELECT * FROM UNNEST($1::text[]) \
+                 ON CONFLICT DO NOTHING",
+                self.schema
+            );
+            sqlx::query(AssertSqlSafe(statement))
+                .bind(&new.names)
+                .execute(&mut *conn)
+                .await?;
+        }
+        if !new.facets.is_empty() {
+            let column = |i: usize| -> Vec<Option<&str>> {
+                new.facets.iter().map(|f| f[i].as_deref()).collect()
+            };
+            let statement = format!(
+                "INSERT INTO {}.audit_facet_values (tenant, kind, value, email, name) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+                 $5::text[]) ON CONFLICT DO NOTHING",
+                self.schema
+            );
+            sqlx::query(AssertSqlSafe(statement))
+                .bind(column(0))
+                .bind(column(1))
+                .bind(column(2))
+                .bind(column(3))
+                .bind(column(4))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Links the batch after the locked head, inserts it (one `INSERT ... SELECT FROM
@@ -65,9 +117,15 @@ impl PostgresStore {
         &self,
         conn: &mut PgConnection,
         events: &[AuditEvent],
-    ) -> Result<(), StoreError> {
+    ) -> Result<NewValues, StoreError> {
+        let digests = content_digests(events);
+        let new = self
+            .written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .new_values(events);
         let head = self.read_head(conn, true).await?;
-        let (links, new_head) = head.extend(events);
+        let (links, new_head) = head.extend_with(&digests);
         let c = Columns::of(events, &links);
         let statement = format!(
             "INSERT INTO {} (seq, prev_hash, hash, chain_version, {}) SELECT seq, prev_hash, hash, {}, id, \
@@ -115,6 +173,7 @@ impl PostgresStore {
             .bind(c.attributes)
             .execute(&mut *conn)
             .await?;
+        self.insert_new_values(conn, &new).await?;
         let statement = format!(
             "UPDATE {}.audit_chain_head SET seq = $1, hash = $2 WHERE id = 1",
             self.schema
@@ -124,7 +183,7 @@ impl PostgresStore {
             .bind(new_head.hash.0.to_vec())
             .execute(&mut *conn)
             .await?;
-        Ok(())
+        Ok(new)
     }
 
     /// The chain links stored under the batch's ids.

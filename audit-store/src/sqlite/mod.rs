@@ -348,6 +348,9 @@ impl Dialect for SqliteDialect {
     fn events_table(&self) -> &str {
         "audit_events"
     }
+    fn facets_table(&self) -> &str {
+        "audit_facet_values"
+    }
     fn bind_text(&self, qb: &mut QueryBuilder<Sqlite>, value: &str) {
         qb.push_bind(value.to_owned());
         self.record(value.to_owned().into());
@@ -529,6 +532,17 @@ impl AuditStore for SqliteStore {
             tx.commit().await?;
             purged += deleted;
             if deleted < PURGE_CHUNK.unsigned_abs() {
+                // The filter menus offer only what is still there.
+                let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+                for statement in sql::REBUILD_FACETS {
+                    let statement = statement
+                        .replace("{facets}", "audit_facet_values")
+                        .replace("{events}", "audit_events");
+                    sqlx::query(AssertSqlSafe(statement))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
                 return Ok(purged);
             }
             tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
