@@ -84,7 +84,8 @@ impl Generator {
         let category = CATEGORIES[(r >> 12) as usize % CATEGORIES.len()];
         let action = ACTIONS[(r >> 20) as usize % ACTIONS.len()].clone();
         let resource = (r >> 28) % self.resources;
-        let at = end - chrono::Duration::microseconds(SPAN_MICROS - SPAN_MICROS * n as i64 / total as i64);
+        let at = end
+            - chrono::Duration::microseconds(SPAN_MICROS - SPAN_MICROS * n as i64 / total as i64);
         let detail_len = 60 + (r >> 40) as usize % 200;
         let denied = r % 23 == 0;
         AuditEvent::builder(category, action)
@@ -114,7 +115,13 @@ impl Generator {
 }
 
 /// The events `from..to` of a log of `total`.
-fn events(generator: &mut Generator, from: usize, to: usize, total: usize, end: DateTime<Utc>) -> Vec<AuditEvent> {
+fn events(
+    generator: &mut Generator,
+    from: usize,
+    to: usize,
+    total: usize,
+    end: DateTime<Utc>,
+) -> Vec<AuditEvent> {
     (from..to).map(|n| generator.event(n, total, end)).collect()
 }
 
@@ -194,7 +201,12 @@ async fn postgres_bare(pool: &sqlx::PgPool, table: &str, events: &[AuditEvent], 
         let mut text = String::with_capacity(chunk.len() * 700);
         for (i, e) in chunk.iter().enumerate() {
             let seq = first_seq + (b * 1000 + i) as i64;
-            let _ = write!(text, "{seq}\t{hash}\t{hash}\t{}\t{}\t", e.id, audit_store::rfc3339_micros::format(&e.occurred_at));
+            let _ = write!(
+                text,
+                "{seq}\t{hash}\t{hash}\t{}\t{}\t",
+                e.id,
+                audit_store::rfc3339_micros::format(&e.occurred_at)
+            );
             for (n, value) in [
                 e.tenant.as_deref(),
                 Some(e.request_id.as_str()),
@@ -224,7 +236,10 @@ async fn postgres_bare(pool: &sqlx::PgPool, table: &str, events: &[AuditEvent], 
             text.push('\t');
             tsv(&mut text, e.user_agent.as_deref());
             text.push('\t');
-            tsv(&mut text, Some(&serde_json::to_string(&e.attributes).unwrap()));
+            tsv(
+                &mut text,
+                Some(&serde_json::to_string(&e.attributes).unwrap()),
+            );
             text.push('\n');
         }
         let statement = format!("COPY {table} ({BARE_COLUMNS}) FROM STDIN");
@@ -247,7 +262,12 @@ async fn timed<F: std::future::Future>(future: F) -> (F::Output, Duration) {
     (output, started.elapsed())
 }
 
-async fn page_median(store: &dyn AuditStore, filter: &EventFilter, scope: &TenantScope, runs: usize) -> Duration {
+async fn page_median(
+    store: &dyn AuditStore,
+    filter: &EventFilter,
+    scope: &TenantScope,
+    runs: usize,
+) -> Duration {
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
         let (page, took) = timed(store.query(filter, scope, &PageRequest::default())).await;
@@ -322,7 +342,9 @@ fn ms(duration: Duration) -> f64 {
 struct Backend {
     name: &'static str,
     store: Arc<dyn AuditStore>,
-    bare: Box<dyn Fn(Vec<AuditEvent>, i64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>,
+    bare: Box<
+        dyn Fn(Vec<AuditEvent>, i64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+    >,
     analyze: Option<sqlx::PgPool>,
     schema: Option<String>,
 }
@@ -341,7 +363,10 @@ async fn measure(backend: &Backend, existing: usize, measured: usize, now: DateT
             backend.store.append(batch).await.unwrap();
         }
         if from % 1_000_000 == 0 {
-            eprintln!("[{name}]   {to} after {:.0} s", seed_started.elapsed().as_secs_f64());
+            eprintln!(
+                "[{name}]   {to} after {:.0} s",
+                seed_started.elapsed().as_secs_f64()
+            );
         }
     }
     let more = events(&mut generator, existing, total, total, now);
@@ -372,15 +397,21 @@ async fn measure(backend: &Backend, existing: usize, measured: usize, now: DateT
         store_rate / bare_rate,
         100.0 * hashing.as_secs_f64() / store_time.as_secs_f64()
     );
+    // AUDIT_BENCH_APPEND_ONLY=1 stops here (for profiling the append).
+    if std::env::var("AUDIT_BENCH_APPEND_ONLY").is_ok_and(|v| v == "1") {
+        return;
+    }
     if backend.analyze.is_some() {
         let fresh = reads(&*backend.store, now).await;
         print_reads(&format!("{name}, right after the load"), &fresh);
     }
     if let (Some(pool), Some(schema)) = (&backend.analyze, &backend.schema) {
-        sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM ANALYZE {schema}.audit_events")))
-            .execute(pool)
-            .await
-            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "VACUUM ANALYZE {schema}.audit_events"
+        )))
+        .execute(pool)
+        .await
+        .unwrap();
     }
     let settled = reads(&*backend.store, now).await;
     print_reads(

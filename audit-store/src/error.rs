@@ -107,6 +107,7 @@ impl StoreError {
     }
 
     /// Wraps a database error as [`StoreError::Rejected`].
+    #[cfg(feature = "postgres")]
     pub(crate) fn rejected(error: sqlx::Error) -> Self {
         StoreError::Rejected {
             message: error.to_string(),

@@ -185,7 +185,12 @@ const INSERT_EVENT: &str = "INSERT INTO audit_events (seq, prev_hash, hash, chai
      client_ip, user_agent, attributes) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
      ?19, ?20, ?21, ?22, ?23, ?24, ?25)";
-const INSERT_TERMS: &str = "INSERT INTO audit_terms (rowid, terms) VALUES (?1, ?2)";
+/// All of a batch's terms in one statement, from a JSON array (`?2`) of each event's terms in
+/// order, the first at seq `?1`. One statement matters: FTS5 flushes its in-memory index at
+/// every statement's savepoint, so a statement per event turned the batch's one sorted write
+/// into a write per event (a third of the append's time, in the profile).
+const INSERT_TERMS: &str =
+    "INSERT INTO audit_terms (rowid, terms) SELECT ?1 + key, value FROM json_each(?2)";
 const INSERT_FACET: &str = "INSERT OR IGNORE INTO audit_facet_values (tenant, kind, value, \
      email, name) VALUES (?1, ?2, ?3, ?4, ?5)";
 const INSERT_NAME: &str = "INSERT OR IGNORE INTO audit_resource_names (name) VALUES (?1)";
@@ -341,10 +346,10 @@ fn write_batch(connection: &Connection, batch: &EncodedBatch) -> Result<(), Stor
     let mut insert_event = connection
         .prepare_cached(INSERT_EVENT)
         .map_err(write_error)?;
-    let mut insert_terms = connection
-        .prepare_cached(INSERT_TERMS)
-        .map_err(write_error)?;
     let version = i64::from(ChainVersion::default().number());
+    // Terms hold only ASCII letters, digits and spaces: no JSON escaping needed.
+    let mut terms = String::with_capacity(batch.rows.len() * 120);
+    terms.push('[');
     for (row, link) in batch.rows.iter().zip(&links) {
         let seq = i64::try_from(link.seq).unwrap_or(i64::MAX);
         let s = &mut insert_event;
@@ -365,9 +370,20 @@ fn write_batch(connection: &Connection, batch: &EncodedBatch) -> Result<(), Stor
                 .map_err(write_error)?;
         }
         s.raw_execute().map_err(write_error)?;
-        let terms = batch.get(row.text[17]).unwrap_or_default();
-        insert_terms
-            .execute(params![seq, terms])
+        if terms.len() > 1 {
+            terms.push(',');
+        }
+        terms.push('"');
+        terms.push_str(batch.get(row.text[17]).unwrap_or_default());
+        terms.push('"');
+    }
+    terms.push(']');
+    if let Some(first) = links.first() {
+        let first = i64::try_from(first.seq).unwrap_or(i64::MAX);
+        connection
+            .prepare_cached(INSERT_TERMS)
+            .map_err(write_error)?
+            .execute(params![first, terms])
             .map_err(write_error)?;
     }
     if !batch.new.facets.is_empty() {

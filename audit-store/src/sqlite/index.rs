@@ -40,6 +40,8 @@ pub(super) fn build_missing(appender: &Appender) -> Result<(), StoreError> {
                      WHERE seq > ?1 AND seq <= ?2",
                 )
                 .map_err(super::append::write_error)?;
+            // One statement per row is fine once: FTS5 flushes at each (see append.rs), but a
+            // backfill runs once per database.
             let mut insert = connection
                 .prepare_cached("INSERT INTO audit_terms (rowid, terms) VALUES (?1, ?2)")
                 .map_err(super::append::write_error)?;

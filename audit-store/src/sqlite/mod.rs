@@ -517,6 +517,7 @@ impl AuditStore for SqliteStore {
                 .bind(cutoff)
                 .execute(&mut *tx)
                 .await?;
+            forget_terms(&mut tx, boundary, PURGE_CHUNK).await?;
             let deleted = sqlx::query(
                 "DELETE FROM audit_events WHERE seq IN \
                  (SELECT seq FROM audit_events WHERE seq <= ? ORDER BY seq LIMIT ?)",
@@ -682,6 +683,83 @@ impl SqliteStore {
             })
             .collect()
     }
+}
+
+/// Removes the terms of the first `limit` events up to `boundary` from the terms index. It is
+/// contentless, so it forgets a row only when told the row's exact terms: they are recomputed
+/// from the row, as the append computed them.
+async fn forget_terms(
+    conn: &mut sqlx::SqliteConnection,
+    boundary: i64,
+    limit: i64,
+) -> Result<(), StoreError> {
+    type FilterableRow = (
+        i64,
+        Option<String>,
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+    );
+    let rows: Vec<FilterableRow> = sqlx::query_as(
+        "SELECT seq, tenant, category, action, outcome, actor_id, actor_email, resource_id, \
+         resource_name, request_id FROM audit_events WHERE seq <= ? ORDER BY seq LIMIT ?",
+    )
+    .bind(boundary)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // [[seq, "terms"], ...]; terms need no JSON escaping (ASCII letters, digits, spaces).
+    let mut pairs = String::from("[");
+    let mut terms = String::new();
+    for (
+        seq,
+        tenant,
+        category,
+        action,
+        outcome,
+        actor_id,
+        actor_email,
+        resource_id,
+        name,
+        request,
+    ) in &rows
+    {
+        let filterable = terms::Filterable {
+            tenant: tenant.as_deref(),
+            category,
+            action,
+            outcome,
+            actor_id: actor_id.as_deref(),
+            actor_email: actor_email.as_deref(),
+            actor_name: None,
+            resource_id: resource_id.as_deref(),
+            resource_name: name.as_deref(),
+            request_id: request,
+        };
+        terms.clear();
+        filterable.push_terms(&mut terms);
+        if pairs.len() > 1 {
+            pairs.push(',');
+        }
+        pairs.push_str(&format!("[{seq},\"{terms}\"]"));
+    }
+    pairs.push(']');
+    sqlx::query(
+        "INSERT INTO audit_terms (audit_terms, rowid, terms) \
+         SELECT 'delete', value ->> 0, value ->> 1 FROM json_each(?)",
+    )
+    .bind(pairs)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 fn seq_i64(seq: u64) -> i64 {
