@@ -74,7 +74,11 @@ impl Generator {
     /// Event `n` of a log of `total` ending at `end`, in time order.
     fn event(&mut self, n: usize, total: usize, end: DateTime<Utc>) -> AuditEvent {
         let r = self.next();
-        let tenant = if r % 3 == 0 { "globex" } else { "acme" };
+        let tenant = if r.is_multiple_of(3) {
+            "globex"
+        } else {
+            "acme"
+        };
         let rare = r % 10_000 == 7;
         let user = if rare {
             "rare-auditor".to_owned()
@@ -87,7 +91,7 @@ impl Generator {
         let at = end
             - chrono::Duration::microseconds(SPAN_MICROS - SPAN_MICROS * n as i64 / total as i64);
         let detail_len = 60 + (r >> 40) as usize % 200;
-        let denied = r % 23 == 0;
+        let denied = r.is_multiple_of(23);
         AuditEvent::builder(category, action)
             .occurred_at(at)
             .http(HttpFacts::new(
@@ -339,12 +343,14 @@ fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
+/// Inserts rows into the backend's bare table, the first at the given seq.
+type BareInsert =
+    Box<dyn Fn(Vec<AuditEvent>, i64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>;
+
 struct Backend {
     name: &'static str,
     store: Arc<dyn AuditStore>,
-    bare: Box<
-        dyn Fn(Vec<AuditEvent>, i64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
-    >,
+    bare: BareInsert,
     analyze: Option<sqlx::PgPool>,
     schema: Option<String>,
 }
@@ -460,14 +466,14 @@ fn main() {
         let bare = Arc::new(std::sync::Mutex::new({
             let connection = rusqlite::Connection::open(dir.path().join("bare.db")).unwrap();
             connection
-                .execute_batch(&format!(
+                .execute_batch(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -65536; \
                      CREATE TABLE bare (seq INTEGER PRIMARY KEY, prev_hash BLOB, hash BLOB, id BLOB, \
                      occurred_at INTEGER, tenant TEXT, request_id TEXT, actor_id TEXT, actor_email TEXT, \
                      actor_name TEXT, category TEXT, action TEXT, outcome TEXT, reason TEXT, \
                      resource_id TEXT, resource_name TEXT, method TEXT, route TEXT, path TEXT, \
                      status INTEGER, duration_ms REAL, client_ip TEXT, user_agent TEXT, attributes TEXT)"
-                ))
+                )
                 .unwrap();
             connection
         }));
