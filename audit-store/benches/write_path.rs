@@ -460,6 +460,8 @@ fn main() {
         println!("| backend | N | store events/s | bare table rows/s | store / bare | hashing share |");
         println!("|---|---:|---:|---:|---:|---:|");
 
+        // AUDIT_BENCH_BACKENDS=postgres (or sqlite) measures only that one.
+        let backends = std::env::var("AUDIT_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
         let sqlite = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("audit.db").display()))
             .await
             .unwrap();
@@ -494,8 +496,13 @@ fn main() {
             analyze: None,
             schema: None,
         };
-        measure(&backend, existing, measured, now).await;
+        if backends.contains("sqlite") {
+            measure(&backend, existing, measured, now).await;
+        }
 
+        if !backends.contains("postgres") {
+            return;
+        }
         if let Some(url) = testing::postgres_url("write_path") {
             let store: PostgresStore = testing::isolated_postgres_store(&url).await.unwrap();
             let schema = store.schema().to_owned();
@@ -529,7 +536,12 @@ fn main() {
                 schema: Some(schema),
             };
             measure(&backend, existing, measured, now).await;
-            testing::drop_postgres_schema(&store).await.unwrap();
+            // AUDIT_BENCH_KEEP=1 keeps the schema, for EXPLAIN with psql.
+            if std::env::var("AUDIT_BENCH_KEEP").is_ok_and(|v| v == "1") {
+                eprintln!("kept schema {}", store.schema());
+            } else {
+                testing::drop_postgres_schema(&store).await.unwrap();
+            }
         }
     });
 }

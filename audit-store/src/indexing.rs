@@ -15,8 +15,12 @@ pub(crate) struct Filterable<'a> {
     pub(crate) actor_id: Option<&'a str>,
     pub(crate) actor_email: Option<&'a str>,
     pub(crate) actor_name: Option<&'a str>,
+    // Read by the SQLite terms index only: PostgreSQL computes its terms on the server.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) resource_id: Option<&'a str>,
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) resource_name: Option<&'a str>,
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) request_id: &'a str,
 }
 

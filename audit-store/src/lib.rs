@@ -42,6 +42,7 @@ mod reliability;
 mod sanitize;
 mod sql;
 mod store;
+mod term_plan;
 mod verify;
 
 #[cfg(feature = "postgres")]

@@ -10,6 +10,7 @@ use crate::chain::{ChainHash, ChainLink, ChainVersion};
 use crate::error::StoreError;
 use crate::event::{Action, Attributes, AuditEvent, Outcome};
 use crate::query::{EventFilter, Position, TenantScope};
+use crate::term_plan::{Plan, TermGroups};
 
 /// Every stored column of an event, for backends that read typed columns, in the field order of
 /// [`StoredRow`].
@@ -40,8 +41,16 @@ pub(crate) trait Dialect {
     fn bind_uuid(&self, qb: &mut QueryBuilder<Self::DB>, id: Uuid);
     /// Binds a chain sequence number.
     fn bind_seq(&self, qb: &mut QueryBuilder<Self::DB>, seq: u64);
-    /// Pushes a condition "`resource_name` contains `needle`, ignoring case".
-    fn push_name_contains(&self, qb: &mut QueryBuilder<Self::DB>, needle: &str);
+    /// The (schema-qualified) table of distinct resource names.
+    fn names_table(&self) -> &str;
+    /// Pushes a condition on the names table's `name`: "contains `needle`, ignoring case".
+    fn push_name_match(&self, qb: &mut QueryBuilder<Self::DB>, needle: &str);
+    /// Pushes a query selecting the `seq` (as `term_seq`) of every event the terms of
+    /// `groups` name.
+    fn push_candidate_seqs(&self, qb: &mut QueryBuilder<Self::DB>, groups: &TermGroups);
+    /// Pushes, as a FROM item named like the events table, only the events the terms of
+    /// `groups` name, read first (the query's other conditions apply to these rows).
+    fn push_candidates(&self, qb: &mut QueryBuilder<Self::DB>, groups: &TermGroups);
 }
 
 fn push_text_list<D: Dialect>(
@@ -128,8 +137,12 @@ pub(crate) fn push_where<D: Dialect>(
         }
     }
     if let Some(needle) = filter.resource_name.as_deref().filter(|n| !n.is_empty()) {
-        qb.push(" AND ");
-        dialect.push_name_contains(qb, needle);
+        qb.push(format!(
+            " AND resource_name IN (SELECT name FROM {} WHERE ",
+            dialect.names_table()
+        ));
+        dialect.push_name_match(qb, needle);
+        qb.push(")");
     }
     if let Some(from) = filter.from {
         qb.push(" AND occurred_at >= ");
@@ -239,18 +252,51 @@ pub(crate) fn event_from(row: StoredRow) -> Result<AuditEvent, StoreError> {
     })
 }
 
+/// Pushes the rows a query reads: the events table, or only the events the terms name.
+pub(crate) fn push_events<D: Dialect>(dialect: &D, qb: &mut QueryBuilder<D::DB>, plan: &Plan) {
+    match plan {
+        Plan::Walk => {
+            qb.push(dialect.events_table());
+        }
+        Plan::Candidates(groups) => dialect.push_candidates(qb, groups),
+    }
+}
+
+/// `SELECT count(*)` of the events the terms of `groups` name, counting at most `limit`.
+pub(crate) fn select_candidate_count<D: Dialect>(
+    dialect: &D,
+    groups: &TermGroups,
+    limit: u64,
+) -> QueryBuilder<D::DB> {
+    let mut qb = QueryBuilder::new("SELECT count(*) FROM (");
+    dialect.push_candidate_seqs(&mut qb, groups);
+    qb.push(format!(" LIMIT {limit}) AS candidates"));
+    qb
+}
+
+/// The resource names containing `needle`, at most `limit`.
+pub(crate) fn select_names<D: Dialect>(
+    dialect: &D,
+    needle: &str,
+    limit: usize,
+) -> QueryBuilder<D::DB> {
+    let mut qb = QueryBuilder::new(format!("SELECT name FROM {} WHERE ", dialect.names_table()));
+    dialect.push_name_match(&mut qb, needle);
+    qb.push(format!(" LIMIT {limit}"));
+    qb
+}
+
 /// `SELECT <row columns> ... ORDER BY occurred_at DESC, id DESC LIMIT n`.
 pub(crate) fn select_page<D: Dialect>(
     dialect: &D,
+    plan: &Plan,
     filter: &EventFilter,
     scope: &TenantScope,
     after: Option<Position>,
     limit: usize,
 ) -> QueryBuilder<D::DB> {
-    let mut qb = QueryBuilder::new(format!(
-        "SELECT {ROW_COLUMNS} FROM {}",
-        dialect.events_table()
-    ));
+    let mut qb = QueryBuilder::new(format!("SELECT {ROW_COLUMNS} FROM "));
+    push_events(dialect, &mut qb, plan);
     push_where(dialect, &mut qb, filter, scope, after);
     qb.push(format!(
         " ORDER BY {} LIMIT {limit}",

@@ -20,6 +20,7 @@ use crate::query::{
     Cursor, EventFilter, FacetUser, Facets, Page, PageRequest, Position, TenantScope,
 };
 use crate::reliability::{QuarantinedEvent, RecorderRun};
+use crate::term_plan::{MAX_NAMES, Plan, SELECTIVE, TermGroups};
 
 /// A stream of events in newest-first order, as produced by [`AuditStore::export`].
 pub type EventStream = BoxStream<'static, Result<AuditEvent, StoreError>>;
@@ -322,14 +323,22 @@ pub(crate) const EXPORT_CHUNK: usize = 2000;
 /// What a backend provides so that paging, export and facets are written once.
 #[async_trait]
 pub(crate) trait Backend: Clone + Send + Sync + 'static {
-    /// The events matching a filter strictly after a keyset position, newest first.
+    /// The events matching a filter strictly after a keyset position, newest first, read as
+    /// `plan` says.
     async fn fetch_after(
         &self,
+        plan: &Plan,
         filter: &EventFilter,
         scope: &TenantScope,
         after: Option<Position>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// How many events the terms of `groups` name, counting at most `limit`.
+    async fn candidate_count(&self, groups: &TermGroups, limit: u64) -> Result<u64, StoreError>;
+
+    /// The resource names containing `needle` (ignoring case), at most `limit`.
+    async fn matching_names(&self, needle: &str, limit: usize) -> Result<Vec<String>, StoreError>;
 
     /// The distinct values of one text column within a scope, sorted.
     async fn distinct(
@@ -540,8 +549,11 @@ pub(crate) async fn query_page<S: Backend>(
         .map(|cursor| cursor.position_for(filter, scope))
         .transpose()?;
     let limit = page.limit.get();
+    let plan = plan(source, filter, scope).await?;
     // One extra row tells whether another page exists without a second query.
-    let mut items = source.fetch_after(filter, scope, after, limit + 1).await?;
+    let mut items = source
+        .fetch_after(&plan, filter, scope, after, limit + 1)
+        .await?;
     let next_cursor = if items.len() > limit {
         items.truncate(limit);
         items
@@ -551,6 +563,35 @@ pub(crate) async fn query_page<S: Backend>(
         None
     };
     Ok(Page { items, next_cursor })
+}
+
+/// How to read the events matching `filter` within `scope`: from the terms' candidates when
+/// they are few, else by the time-ordered walk (see `term_plan.rs`).
+pub(crate) async fn plan<S: Backend>(
+    source: &S,
+    filter: &EventFilter,
+    scope: &TenantScope,
+) -> Result<Plan, StoreError> {
+    let names = match filter.resource_name.as_deref().filter(|n| !n.is_empty()) {
+        Some(needle) => {
+            let names = source.matching_names(needle, MAX_NAMES + 1).await?;
+            (names.len() <= MAX_NAMES).then_some(names)
+        }
+        None => None,
+    };
+    let groups = TermGroups::of(filter, scope, names);
+    if groups.is_empty() {
+        return Ok(Plan::Walk);
+    }
+    if groups.matches_nothing() {
+        return Ok(Plan::Candidates(groups));
+    }
+    let candidates = source.candidate_count(&groups, SELECTIVE).await?;
+    Ok(if candidates < SELECTIVE {
+        Plan::Candidates(groups)
+    } else {
+        Plan::Walk
+    })
 }
 
 /// [`AuditStore::export`] for any backend: a keyset walk in [`EXPORT_CHUNK`]-row chunks.
@@ -566,6 +607,8 @@ pub(crate) fn export_stream<S: Backend>(
     if let Err(invalid) = filter.validate() {
         return stream::once(async move { Err(StoreError::from(invalid)) }).boxed();
     }
+    // Decided once per export: the filter does not change between its chunks.
+    let plan = Arc::new(tokio::sync::OnceCell::<Plan>::new());
     prefetching_walk(
         None,
         EXPORT_CHUNK,
@@ -573,9 +616,13 @@ pub(crate) fn export_stream<S: Backend>(
             let source = source.clone();
             let filter = filter.clone();
             let scope = scope.clone();
+            let plan = plan.clone();
             async move {
+                let plan = plan
+                    .get_or_try_init(|| self::plan(&source, &filter, &scope))
+                    .await?;
                 source
-                    .fetch_after(&filter, &scope, after, EXPORT_CHUNK)
+                    .fetch_after(plan, &filter, &scope, after, EXPORT_CHUNK)
                     .await
             }
         },

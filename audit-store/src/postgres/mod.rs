@@ -26,6 +26,7 @@ use crate::query::{EventFilter, FacetUser, Facets, Page, PageRequest, Position, 
 use crate::reliability::{QuarantinedEvent, RecorderRun};
 use crate::sql::{self, Dialect, StoredRow};
 use crate::store::{self, AuditStore, Backend, EventStream};
+use crate::term_plan::{Plan, TermGroups, TermKind};
 
 mod privileges;
 mod write;
@@ -75,6 +76,7 @@ pub struct PostgresStore {
     schema: Arc<str>,
     events_table: Arc<str>,
     facets_table: Arc<str>,
+    names_table: Arc<str>,
     signer: Option<Arc<CheckpointSigner>>,
     /// Facet values and resource names this store has written.
     written: Arc<std::sync::Mutex<crate::indexing::Written>>,
@@ -138,6 +140,7 @@ impl PostgresStore {
             pool,
             events_table: format!("{schema}.audit_events").into(),
             facets_table: format!("{schema}.audit_facet_values").into(),
+            names_table: format!("{schema}.audit_resource_names").into(),
             schema: schema.into(),
             signer: None,
             written: Arc::default(),
@@ -227,6 +230,7 @@ impl PostgresStore {
 struct PgDialect<'a> {
     events_table: &'a str,
     facets_table: &'a str,
+    names_table: &'a str,
     schema: &'a str,
 }
 
@@ -250,15 +254,59 @@ impl Dialect for PgDialect<'_> {
     fn bind_seq(&self, qb: &mut QueryBuilder<Postgres>, seq: u64) {
         qb.push_bind(seq_i64(seq));
     }
-    fn push_name_contains(&self, qb: &mut QueryBuilder<Postgres>, needle: &str) {
-        // Each distinct name is indexed once (pg_trgm GIN on audit_resource_names);
-        // backslash is ILIKE's default escape character.
-        qb.push(format!(
-            "resource_name IN (SELECT name FROM {}.audit_resource_names WHERE name ILIKE ",
-            self.schema
-        ));
+    fn names_table(&self) -> &str {
+        self.names_table
+    }
+    fn push_name_match(&self, qb: &mut QueryBuilder<Postgres>, needle: &str) {
+        // Served by the pg_trgm GIN index; backslash is ILIKE's default escape character.
+        qb.push("name ILIKE ");
         qb.push_bind(format!("%{}%", sql::escape_like(needle)));
-        qb.push(")");
+    }
+    fn push_candidate_seqs(&self, qb: &mut QueryBuilder<Postgres>, groups: &TermGroups) {
+        qb.push(format!(
+            "SELECT seq AS term_seq FROM {} WHERE ",
+            self.events_table
+        ));
+        self.push_term_conditions(qb, groups);
+    }
+    fn push_candidates(&self, qb: &mut QueryBuilder<Postgres>, groups: &TermGroups) {
+        // OFFSET 0 keeps the planner from merging the subquery into the outer one: the GIN
+        // index finds the candidates, then the outer query filters and sorts them.
+        qb.push(format!("(SELECT * FROM {} WHERE ", self.events_table));
+        self.push_term_conditions(qb, groups);
+        qb.push(" OFFSET 0) AS audit_events");
+    }
+}
+
+impl PgDialect<'_> {
+    /// `terms && ARRAY[...]` per group, ANDed: the server computes each term with the same
+    /// function as the generated column (migration 0005), e-mails lowered as it lowers them.
+    fn push_term_conditions(&self, qb: &mut QueryBuilder<Postgres>, groups: &TermGroups) {
+        if groups.matches_nothing() {
+            qb.push("false");
+            return;
+        }
+        for (g, group) in groups.0.iter().enumerate() {
+            if g > 0 {
+                qb.push(" AND ");
+            }
+            qb.push("terms && ARRAY[");
+            for (t, (kind, value)) in group.0.iter().enumerate() {
+                if t > 0 {
+                    qb.push(", ");
+                }
+                qb.push(format!("{}.audit_term('{}', ", self.schema, kind.letter()));
+                if *kind == TermKind::ActorEmail {
+                    qb.push("lower(");
+                    qb.push_bind(value.clone());
+                    qb.push(")");
+                } else {
+                    qb.push_bind(value.clone());
+                }
+                qb.push(")");
+            }
+            qb.push("]::bigint[]");
+        }
     }
 }
 
@@ -267,6 +315,7 @@ impl PostgresStore {
         PgDialect {
             events_table: &self.events_table,
             facets_table: &self.facets_table,
+            names_table: &self.names_table,
             schema: &self.schema,
         }
     }
@@ -327,14 +376,26 @@ fn decode(row: &PgRow) -> Result<AuditEvent, StoreError> {
 impl Backend for PostgresStore {
     async fn fetch_after(
         &self,
+        plan: &Plan,
         filter: &EventFilter,
         scope: &TenantScope,
         after: Option<Position>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let mut qb = sql::select_page(&self.dialect(), filter, scope, after, limit);
+        let mut qb = sql::select_page(&self.dialect(), plan, filter, scope, after, limit);
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter().map(decode).collect()
+    }
+
+    async fn candidate_count(&self, groups: &TermGroups, limit: u64) -> Result<u64, StoreError> {
+        let mut qb = sql::select_candidate_count(&self.dialect(), groups, limit);
+        let count: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
+        Ok(count.unsigned_abs())
+    }
+
+    async fn matching_names(&self, needle: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut qb = sql::select_names(&self.dialect(), needle, limit);
+        Ok(qb.build_query_scalar().fetch_all(&self.pool).await?)
     }
 
     async fn distinct(

@@ -37,6 +37,7 @@ use crate::query::{EventFilter, FacetUser, Facets, Page, PageRequest, Position, 
 use crate::reliability::{QuarantinedEvent, RecorderRun};
 use crate::sql::{self, Dialect};
 use crate::store::{self, AuditStore, Backend, EventStream};
+use crate::term_plan::{Plan, TermGroups};
 
 use append::{Appender, Location};
 use bulk_read::BulkReader;
@@ -369,9 +370,10 @@ impl Dialect for SqliteDialect {
         qb.push_bind(seq);
         self.record(seq.into());
     }
-    fn push_name_contains(&self, qb: &mut QueryBuilder<Sqlite>, needle: &str) {
-        // Each distinct name is indexed once, in audit_resource_names.
-        qb.push("resource_name IN (SELECT name FROM audit_resource_names WHERE ");
+    fn names_table(&self) -> &str {
+        "audit_resource_names"
+    }
+    fn push_name_match(&self, qb: &mut QueryBuilder<Sqlite>, needle: &str) {
         if needle.chars().count() >= 3 {
             // A quoted FTS5 phrase is matched literally; the trigram tokenizer folds case.
             let phrase = format!("\"{}\"", needle.replace('"', "\"\""));
@@ -380,13 +382,31 @@ impl Dialect for SqliteDialect {
                  WHERE audit_resource_names_trigram MATCH ",
             );
             self.bind_text(qb, &phrase);
-            qb.push("))");
+            qb.push(")");
         } else {
             // Trigrams cannot serve one- or two-character needles: a literal search.
             qb.push("instr(lower(name), lower(");
             self.bind_text(qb, needle);
-            qb.push(")) > 0)");
+            qb.push(")) > 0");
         }
+    }
+    fn push_candidate_seqs(&self, qb: &mut QueryBuilder<Sqlite>, groups: &TermGroups) {
+        if groups.matches_nothing() {
+            qb.push("SELECT 0 AS term_seq WHERE 0");
+            return;
+        }
+        qb.push("SELECT rowid AS term_seq FROM audit_terms WHERE audit_terms MATCH ");
+        self.bind_text(qb, &terms::match_expression(groups));
+    }
+    fn push_candidates(&self, qb: &mut QueryBuilder<Sqlite>, groups: &TermGroups) {
+        // CROSS JOIN keeps SQLite's join order: the candidates first, then each one's row
+        // by its rowid, never the other way round.
+        qb.push("(");
+        self.push_candidate_seqs(qb, groups);
+        qb.push(
+            ") AS candidates CROSS JOIN audit_events \
+             ON audit_events.seq = candidates.term_seq",
+        );
     }
 }
 
@@ -394,13 +414,25 @@ impl Dialect for SqliteDialect {
 impl Backend for SqliteStore {
     async fn fetch_after(
         &self,
+        plan: &Plan,
         filter: &EventFilter,
         scope: &TenantScope,
         after: Option<Position>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        self.read_rows(|dialect| sql::select_page(dialect, filter, scope, after, limit))
+        self.read_rows(|dialect| sql::select_page(dialect, plan, filter, scope, after, limit))
             .await
+    }
+
+    async fn candidate_count(&self, groups: &TermGroups, limit: u64) -> Result<u64, StoreError> {
+        let mut qb = sql::select_candidate_count(&SqliteDialect::default(), groups, limit);
+        let count: i64 = qb.build_query_scalar().fetch_one(&self.reader).await?;
+        Ok(count.unsigned_abs())
+    }
+
+    async fn matching_names(&self, needle: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut qb = sql::select_names(&SqliteDialect::default(), needle, limit);
+        Ok(qb.build_query_scalar().fetch_all(&self.reader).await?)
     }
 
     async fn distinct(

@@ -16,42 +16,14 @@
 use std::fmt::Write as _;
 
 pub(crate) use crate::indexing::Filterable;
+use crate::term_plan::{TermGroups, TermKind};
 
-/// The kinds of terms, by their letter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TermKind {
-    Tenant,
-    Category,
-    Action,
-    Outcome,
-    ActorId,
-    ActorEmail,
-    ResourceId,
-    ResourceName,
-    RequestId,
-}
-
-impl TermKind {
-    fn letter(self) -> char {
-        match self {
-            TermKind::Tenant => 't',
-            TermKind::Category => 'c',
-            TermKind::Action => 'a',
-            TermKind::Outcome => 'o',
-            TermKind::ActorId => 'u',
-            TermKind::ActorEmail => 'e',
-            TermKind::ResourceId => 'r',
-            TermKind::ResourceName => 'n',
-            TermKind::RequestId => 'q',
-        }
-    }
-
-    /// How many bits of the value's hash the term keeps.
-    fn bits(self) -> u32 {
-        match self {
-            TermKind::RequestId => 20,
-            _ => 64,
-        }
+/// How many bits of the value's hash a term keeps: request ids, unique per event, are
+/// hashed into 2^20 buckets.
+fn bits(kind: TermKind) -> u32 {
+    match kind {
+        TermKind::RequestId => 20,
+        _ => 64,
     }
 }
 
@@ -69,8 +41,32 @@ fn hash(kind: TermKind, value: &str) -> u64 {
 /// Appends the term for `value` to `out` (lowercase ASCII letters and digits only, so the
 /// `ascii` tokenizer keeps it whole).
 pub(crate) fn push_term(out: &mut String, kind: TermKind, value: &str) {
-    let value_hash = hash(kind, value) >> (64 - kind.bits());
+    let value_hash = hash(kind, value) >> (64 - bits(kind));
     let _ = write!(out, "{}{value_hash:x}", kind.letter());
+}
+
+/// The FTS5 query of `groups`: `(t1 OR t2) AND (c1)`. Terms are lowercase letters and
+/// digits, so the expression holds nothing a user typed and needs no quoting.
+pub(crate) fn match_expression(groups: &TermGroups) -> String {
+    let mut out = String::new();
+    for (g, group) in groups.0.iter().enumerate() {
+        if g > 0 {
+            out.push_str(" AND ");
+        }
+        out.push('(');
+        for (t, (kind, value)) in group.0.iter().enumerate() {
+            if t > 0 {
+                out.push_str(" OR ");
+            }
+            if *kind == TermKind::ActorEmail {
+                push_term(&mut out, *kind, &value.to_ascii_lowercase());
+            } else {
+                push_term(&mut out, *kind, value);
+            }
+        }
+        out.push(')');
+    }
+    out
 }
 
 impl Filterable<'_> {
