@@ -1,11 +1,21 @@
 //! Side-by-side load harness: starts every variant of `load-target` in turn on loopback,
-//! drives identical closed-loop load with a fixed number of HTTP/1.1 keep-alive connections,
-//! interleaves the variants round by round (A B C … A B C …) so drift cancels, and prints
-//! one markdown table.
+//! drives identical load with a fixed number of HTTP/1.1 keep-alive connections, interleaves
+//! the variants round by round (A B C … A B C …) so drift cancels, and prints one markdown
+//! table.
+//!
+//! Two kinds of load:
+//!
+//! * **closed loop** (the default): each connection sends its next request when the previous
+//!   answer arrives, so the figure is the most the service can do;
+//! * **open loop** (`--rate R`): requests are due at a fixed rate, R per second in all, and
+//!   each one's latency counts from the time it was *due*, not from when a connection got
+//!   round to sending it. A service that falls behind shows it as latency (queueing is not
+//!   hidden, as it is when the generator waits for the service).
 //!
 //! ```text
-//! cargo run --release -p audit-load --bin load-harness            # the full run
-//! cargo run -p audit-load --bin load-harness -- --smoke            # seconds, tiny load
+//! cargo run --release -p audit-load --bin load-harness                  # the full run
+//! cargo run --release -p audit-load --bin load-harness -- --rate 30000  # a normal load
+//! cargo run -p audit-load --bin load-harness -- --smoke                  # seconds, tiny load
 //! ```
 //!
 //! The load generator runs on a single-threaded Tokio runtime so it takes as little of the
@@ -17,7 +27,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
@@ -52,6 +62,12 @@ struct Cli {
     /// Keep-alive connections, each with one request in flight.
     #[arg(long, default_value_t = 32)]
     connections: usize,
+    /// Open loop: requests due at this fixed rate (per second, all connections together),
+    /// latency measured from each request's due time. The connections must be enough to
+    /// carry the rate (rate × latency); a request due while all are busy waits, and its
+    /// wait counts as latency.
+    #[arg(long)]
+    rate: Option<f64>,
     /// PostgreSQL for the pg-* variants (loopback only); each run gets a fresh schema,
     /// dropped afterwards.
     #[arg(
@@ -130,6 +146,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     if cli.variants.is_empty() || cli.rounds == 0 || cli.connections == 0 {
         bail!("nothing to run: give at least one variant, round and connection");
     }
+    if let Some(rate) = cli.rate
+        && !(rate.is_finite() && rate > 0.0)
+    {
+        bail!("--rate must be a positive number of requests per second, not {rate}");
+    }
     if cli.variants.iter().any(|v| v.needs_postgres()) {
         ensure_loopback_url(&cli.postgres_url)?;
     }
@@ -147,7 +168,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         );
     }
     eprintln!(
-        "load-harness: {} round(s) × [{}], {} connections, {:.1}s warm-up + {:.1}s measured per run",
+        "load-harness: {} round(s) × [{}], {} connections, {}, {:.1}s warm-up + {:.1}s measured per run",
         cli.rounds,
         cli.variants
             .iter()
@@ -155,6 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             .collect::<Vec<_>>()
             .join(" "),
         cli.connections,
+        load_kind(&cli),
         cli.warmup_secs,
         cli.secs
     );
@@ -186,6 +208,13 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let report = Report::new(&cli, &results)?;
     print!("{}", report.markdown());
     Ok(report.clean())
+}
+
+fn load_kind(cli: &Cli) -> String {
+    match cli.rate {
+        Some(rate) => format!("open loop at {rate:.0} req/s (latency from the due time)"),
+        None => "closed loop".to_owned(),
+    }
 }
 
 /// The harness must never load anything but this machine.
@@ -282,6 +311,7 @@ async fn drive(
     let load = generate_load(
         address,
         cli.connections,
+        cli.rate,
         Duration::from_secs_f64(cli.warmup_secs),
         Duration::from_secs_f64(cli.secs),
     )
@@ -439,17 +469,49 @@ struct ConnectionTally {
     errors: u64,
 }
 
+/// The open loop's timetable: request number `n` (over all connections) is due at
+/// `start + n / rate`. A connection that is free takes the next number and waits for its
+/// time; when every connection is busy, due requests wait, and that wait is latency.
+struct Timetable {
+    start: Instant,
+    interval: Duration,
+    next: AtomicU64,
+}
+
+impl Timetable {
+    fn new(rate: f64) -> Self {
+        Self {
+            start: Instant::now(),
+            interval: Duration::from_secs_f64(1.0 / rate),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// The due time of the next request nobody has taken yet.
+    fn take(&self) -> Instant {
+        let number = self.next.fetch_add(1, Ordering::Relaxed);
+        self.start + self.interval.mul_f64(number as f64)
+    }
+}
+
 async fn generate_load(
     address: SocketAddr,
     connections: usize,
+    rate: Option<f64>,
     warmup: Duration,
     measure: Duration,
 ) -> anyhow::Result<Load> {
     let phase = Arc::new(AtomicU8::new(WARMING));
+    let timetable = rate.map(|rate| Arc::new(Timetable::new(rate)));
     let mut tasks = Vec::with_capacity(connections);
     for index in 0..connections {
         let phase = phase.clone();
-        tasks.push(tokio::spawn(connection_loop(address, index, phase)));
+        tasks.push(tokio::spawn(connection_loop(
+            address,
+            index,
+            phase,
+            timetable.clone(),
+        )));
     }
     tokio::time::sleep(warmup).await;
     phase.store(MEASURING, Ordering::Release);
@@ -496,19 +558,30 @@ async fn connect(address: SocketAddr) -> anyhow::Result<Sender> {
     Ok(sender)
 }
 
-/// One keep-alive connection with one request in flight at a time (closed loop). The request
-/// mix is fixed by a counter, so every variant receives the same sequence: half creates,
-/// four in ten updates, one in ten reads.
+/// One keep-alive connection with one request in flight at a time: the next as soon as the
+/// answer arrives (closed loop), or the next due one of the timetable (open loop). The
+/// request mix is fixed by a counter, so every variant receives the same sequence: half
+/// creates, four in ten updates, one in ten reads.
 async fn connection_loop(
     address: SocketAddr,
     index: usize,
     phase: Arc<AtomicU8>,
+    timetable: Option<Arc<Timetable>>,
 ) -> anyhow::Result<(Histogram<u64>, ConnectionTally)> {
     let mut histogram = new_histogram()?;
     let mut tally = ConnectionTally::default();
     let mut sender: Option<Sender> = None;
     let mut counter: u64 = 0;
     loop {
+        // Latency counts from the due time in the open loop, from the send in the closed.
+        let due = match &timetable {
+            Some(timetable) => {
+                let due = timetable.take();
+                tokio::time::sleep_until(due.into()).await;
+                Some(due)
+            }
+            None => None,
+        };
         let current = phase.load(Ordering::Acquire);
         if current == STOPPING {
             break;
@@ -516,7 +589,7 @@ async fn connection_loop(
         let request = build_request(address, index, counter)?;
         counter += 1;
         let audited = request.method() != http::Method::GET;
-        let started = Instant::now();
+        let started = due.unwrap_or_else(Instant::now);
         let outcome = async {
             if sender.is_none() {
                 sender = Some(connect(address).await?);
@@ -633,6 +706,9 @@ impl Row {
 struct Report {
     rows: Vec<Row>,
     settings: String,
+    /// Open-loop runs judge latency at a given rate; closed-loop ones throughput.
+    open_loop: bool,
+    connections: usize,
 }
 
 impl Report {
@@ -682,12 +758,21 @@ impl Report {
             .filter_map(|r| r.metrics.map(|m| m.lost))
             .sum();
         let settings = format!(
-            "{} round(s), variants interleaved per round; {} connections (closed loop, 1 generator thread); \
+            "{} round(s), variants interleaved per round; {} connections ({}, 1 generator thread); \
              {:.1} s warm-up + {:.1} s measured per run; mix 50% POST /api/models, 40% PUT /api/models/{{id}}, 10% GET; \
              {lost_reported} audited run(s) counted, recorder-reported lost {recorder_lost}",
-            cli.rounds, cli.connections, cli.warmup_secs, cli.secs
+            cli.rounds,
+            cli.connections,
+            load_kind(cli),
+            cli.warmup_secs,
+            cli.secs
         );
-        Ok(Self { rows, settings })
+        Ok(Self {
+            rows,
+            settings,
+            open_loop: cli.rate.is_some(),
+            connections: cli.connections,
+        })
     }
 
     fn bare(&self) -> Option<&Row> {
@@ -740,42 +825,58 @@ impl Report {
         out
     }
 
-    /// Each target of the issue that this run can judge, met or missed.
+    /// Each target of the issues that this run can judge, met or missed.
     fn targets(&self) -> Vec<String> {
         let find = |v: Variant| self.rows.iter().find(|r| r.variant == v);
         let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
         let mut lines = Vec::new();
         let bare = self.bare();
-        if let (Some(bare), Some(row)) = (bare, find(Variant::SqliteBuffered)) {
-            if let Some(ratio) = row.ratio() {
-                lines.push(format!(
-                    "buffered SQLite ≥ 0.95 × bare: {ratio:.2} — {}",
-                    verdict(ratio >= 0.95)
-                ));
+        let buffered = [Variant::SqliteBuffered, Variant::PostgresBuffered];
+        if self.open_loop {
+            // At a normal load the audit log must not show in the tail latency.
+            if let Some(bare) = bare {
+                for row in buffered.iter().filter_map(|&v| find(v)) {
+                    let added = row.p99_ms - bare.p99_ms;
+                    lines.push(format!(
+                        "{} p99 added ≤ 1 ms at this rate: {added:+.2} ms — {}",
+                        row.variant.label(),
+                        verdict(added <= 1.0)
+                    ));
+                }
             }
+        } else {
             if let Some(trace) = find(Variant::Trace) {
-                let vs = row.throughput / trace.throughput;
-                lines.push(format!(
-                    "buffered SQLite ≥ 1.10 × TraceLayer: {vs:.2} — {}",
-                    verdict(vs >= 1.10)
-                ));
+                for (variant, floor) in [
+                    (Variant::SqliteBuffered, 1.0),
+                    (Variant::PostgresBuffered, 0.8),
+                ] {
+                    if let Some(row) = find(variant) {
+                        let vs = row.throughput / trace.throughput;
+                        lines.push(format!(
+                            "{} ≥ {floor:.2} × TraceLayer: {vs:.2} — {}",
+                            variant.label(),
+                            verdict(vs >= floor)
+                        ));
+                    }
+                }
             }
-            let added = row.p99_ms - bare.p99_ms;
-            lines.push(format!(
-                "buffered SQLite p99 added ≤ 1 ms: {added:+.2} ms — {}",
-                verdict(added <= 1.0)
-            ));
-        }
-        for (variant, floor) in [
-            (Variant::SqliteDurable, 0.50),
-            (Variant::PostgresBuffered, 0.90),
-        ] {
-            if let Some(ratio) = find(variant).and_then(Row::ratio) {
-                lines.push(format!(
-                    "{} ≥ {floor:.2} × bare: {ratio:.2} — {}",
-                    variant.label(),
-                    verdict(ratio >= floor)
-                ));
+            for (durable, buffered) in [
+                (Variant::SqliteDurable, Variant::SqliteBuffered),
+                (Variant::PostgresDurable, Variant::PostgresBuffered),
+            ] {
+                if let (Some(durable), Some(buffered)) = (find(durable), find(buffered)) {
+                    let vs = durable.throughput / buffered.throughput;
+                    let judged = if self.connections >= 256 {
+                        verdict(vs >= 0.5)
+                    } else {
+                        "not judged (the target is for 256 connections)"
+                    };
+                    lines.push(format!(
+                        "{} ≥ 0.50 × buffered at 256 connections: {vs:.2} at {} — {judged}",
+                        durable.variant.label(),
+                        self.connections
+                    ));
+                }
             }
         }
         let audited: Vec<&Row> = self
