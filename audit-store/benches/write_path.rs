@@ -498,6 +498,11 @@ fn main() {
         };
         if backends.contains("sqlite") {
             measure(&backend, existing, measured, now).await;
+            // AUDIT_BENCH_KEEP=1 keeps the database file, for EXPLAIN with sqlite3.
+            if std::env::var("AUDIT_BENCH_KEEP").is_ok_and(|v| v == "1") {
+                eprintln!("kept {}", dir.keep().join("audit.db").display());
+                return;
+            }
         }
 
         if !backends.contains("postgres") {
