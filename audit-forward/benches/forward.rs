@@ -5,7 +5,10 @@
 //! forwarder needs to deliver them all to a local webhook receiver (checking every
 //! signature) and to JetStream (`AUDIT_TEST_NATS_URL`, default `nats://127.0.0.1:4222`);
 //! then 15 s of ingest at 5,000 events/s per sink, measuring each event's lag at the
-//! receiver (received − occurred).
+//! receiver (received − occurred). Beside JetStream forwarding, the physical limit in the
+//! same run: the same messages published straight to a fresh stream, with no store and no
+//! forwarder, the way the sink publishes them (batches of 500 in flight, every ack awaited;
+//! with `Nats-Msg-Id`, and without it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -266,7 +269,66 @@ async fn main() {
         std::mem::take(&mut *lags.lock().unwrap()),
         appended,
     );
-    let _ = async_nats::jetstream::new(client)
+    let _ = async_nats::jetstream::new(client.clone())
         .delete_stream(&stream)
         .await;
+
+    for with_id in [true, false] {
+        let rate = bare_publish(&client, &store, with_id).await;
+        println!(
+            "JetStream bare publish ({}): {rate:>9.0} messages/s  (forwarding is {:.2} x this)",
+            if with_id { "Nats-Msg-Id" } else { "no id" },
+            nats_rate / rate
+        );
+    }
+}
+
+/// Publishes the store's events (their JSON, read beforehand) to a fresh stream exactly as
+/// the sink does, without the store or the forwarder: what the server accepts at most.
+async fn bare_publish(client: &async_nats::Client, store: &SqliteStore, with_id: bool) -> f64 {
+    let payloads: Vec<(String, Bytes)> = store
+        .chain_after(0)
+        .map(|event| {
+            let event = event.unwrap();
+            (
+                event.id.to_string(),
+                Bytes::from(serde_json::to_vec(&event).unwrap()),
+            )
+        })
+        .collect()
+        .await;
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    let (subject, stream) = (format!("bare{unique}.events"), format!("BARE{unique}"));
+    let jetstream = async_nats::jetstream::new(client.clone());
+    jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: stream.clone(),
+            subjects: vec![format!("bare{unique}.>")],
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for batch in payloads.chunks(500) {
+        let mut acks = Vec::with_capacity(batch.len());
+        for (id, payload) in batch {
+            let mut headers = async_nats::HeaderMap::new();
+            if with_id {
+                headers.insert("Nats-Msg-Id", id.as_str());
+            }
+            acks.push(
+                jetstream
+                    .publish_with_headers(subject.clone(), headers, payload.clone())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for ack in acks {
+            ack.await.unwrap();
+        }
+    }
+    let rate = payloads.len() as f64 / started.elapsed().as_secs_f64();
+    let _ = jetstream.delete_stream(&stream).await;
+    rate
 }

@@ -277,6 +277,11 @@ pub struct Page {
 /// neither widen a query nor escape a tenant scope; a checksum catches edited or truncated
 /// cursors before they reach the database.
 ///
+/// A cursor also remembers how the store read the page it continues (from the terms
+/// index's candidates, or by walking the time index), so the next page reads the same way
+/// without counting candidates again. Either way gives the same rows; a cursor edited to say
+/// otherwise fails its checksum, and could only change the speed, never the answer.
+///
 /// ```
 /// use audit_store::{Cursor, EventFilter, TenantScope};
 /// assert_eq!(Cursor::decode("not-a-cursor").unwrap_err().parameter(), "cursor");
@@ -285,12 +290,25 @@ pub struct Page {
 pub struct Cursor {
     position: Position,
     fingerprint: [u8; FINGERPRINT_LEN],
+    read: Option<PlanKind>,
 }
 
-const CURSOR_VERSION: u8 = 1;
+/// How the page a cursor continues was read (`term_plan::Plan`), without its terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PlanKind {
+    /// The time-ordered walk.
+    Walk,
+    /// The terms' candidates.
+    Candidates,
+}
+
+/// Version 1: position and fingerprint. Version 2 adds a byte saying how the page was read
+/// (0 unknown, 1 walk, 2 candidates); version 1 cursors are still accepted.
+const CURSOR_VERSION: u8 = 2;
 const FINGERPRINT_LEN: usize = 16;
 const CHECK_LEN: usize = 4;
-const CURSOR_LEN: usize = 1 + 8 + 16 + FINGERPRINT_LEN + CHECK_LEN;
+const CURSOR_V1_LEN: usize = 1 + 8 + 16 + FINGERPRINT_LEN + CHECK_LEN;
+const CURSOR_LEN: usize = CURSOR_V1_LEN + 1;
 
 impl Cursor {
     /// The cursor continuing `filter` within `scope` after `position`.
@@ -298,7 +316,19 @@ impl Cursor {
         Cursor {
             position,
             fingerprint: fingerprint(filter, scope),
+            read: None,
         }
+    }
+
+    /// The same cursor, remembering how its page was read.
+    pub(crate) fn read_by(mut self, kind: PlanKind) -> Self {
+        self.read = Some(kind);
+        self
+    }
+
+    /// How the page this cursor continues was read, when the cursor says.
+    pub(crate) fn read(&self) -> Option<PlanKind> {
+        self.read
     }
 
     /// Where the next page starts, provided the cursor was issued for this same filter and
@@ -325,6 +355,11 @@ impl Cursor {
         bytes.extend_from_slice(&self.position.occurred_at.timestamp_micros().to_be_bytes());
         bytes.extend_from_slice(self.position.id.as_bytes());
         bytes.extend_from_slice(&self.fingerprint);
+        bytes.push(match self.read {
+            None => 0,
+            Some(PlanKind::Walk) => 1,
+            Some(PlanKind::Candidates) => 2,
+        });
         let check = checksum(&bytes);
         bytes.extend_from_slice(&check);
         URL_SAFE_NO_PAD.encode(bytes)
@@ -339,16 +374,21 @@ impl Cursor {
         let bytes = URL_SAFE_NO_PAD
             .decode(text)
             .map_err(|_| invalid("not base64url"))?;
-        if bytes.len() != CURSOR_LEN {
+        if bytes.len() != CURSOR_LEN && bytes.len() != CURSOR_V1_LEN {
             return Err(invalid("wrong length"));
         }
-        let (body, check) = bytes.split_at(CURSOR_LEN - CHECK_LEN);
+        let (body, check) = bytes.split_at(bytes.len() - CHECK_LEN);
         if checksum(body) != check {
             return Err(invalid("checksum mismatch"));
         }
-        if body[0] != CURSOR_VERSION {
-            return Err(invalid("unknown version"));
-        }
+        let read = match (body[0], bytes.len(), body.get(CURSOR_V1_LEN - CHECK_LEN)) {
+            (1, CURSOR_V1_LEN, _) => None,
+            (CURSOR_VERSION, CURSOR_LEN, Some(0)) => None,
+            (CURSOR_VERSION, CURSOR_LEN, Some(1)) => Some(PlanKind::Walk),
+            (CURSOR_VERSION, CURSOR_LEN, Some(2)) => Some(PlanKind::Candidates),
+            (1 | CURSOR_VERSION, _, _) => return Err(invalid("wrong length")),
+            _ => return Err(invalid("unknown version")),
+        };
         let micros = i64::from_be_bytes(body[1..9].try_into().map_err(|_| invalid("length"))?);
         let occurred_at =
             DateTime::from_timestamp_micros(micros).ok_or_else(|| invalid("time out of range"))?;
@@ -359,6 +399,7 @@ impl Cursor {
         Ok(Cursor {
             position: Position { occurred_at, id },
             fingerprint,
+            read,
         })
     }
 }
@@ -440,6 +481,42 @@ mod tests {
             decoded.position_for(&reordered, &scope).unwrap(),
             cursor.position
         );
+    }
+
+    #[test]
+    fn cursor_remembers_how_its_page_was_read() {
+        let scope = TenantScope::All;
+        let filter = EventFilter::default();
+        for kind in [PlanKind::Walk, PlanKind::Candidates] {
+            let cursor = Cursor::new(position(), &filter, &scope).read_by(kind);
+            let decoded = Cursor::decode(&cursor.encode()).unwrap();
+            assert_eq!(decoded.read(), Some(kind));
+            assert_eq!(decoded, cursor);
+        }
+        // A version 1 cursor (issued before version 2) still continues its query.
+        let cursor = Cursor::new(position(), &filter, &scope);
+        let mut bytes = Vec::new();
+        bytes.push(1);
+        bytes.extend_from_slice(&cursor.position.occurred_at.timestamp_micros().to_be_bytes());
+        bytes.extend_from_slice(cursor.position.id.as_bytes());
+        bytes.extend_from_slice(&cursor.fingerprint);
+        let check = checksum(&bytes);
+        bytes.extend_from_slice(&check);
+        let decoded = Cursor::decode(&URL_SAFE_NO_PAD.encode(&bytes)).unwrap();
+        assert_eq!(decoded.read(), None);
+        assert_eq!(
+            decoded.position_for(&filter, &scope).unwrap(),
+            cursor.position
+        );
+        // An unknown plan byte is refused (the checksum recomputed, as an attacker could).
+        let mut bytes = URL_SAFE_NO_PAD
+            .decode(cursor.read_by(PlanKind::Walk).encode())
+            .unwrap();
+        bytes.truncate(CURSOR_LEN - CHECK_LEN);
+        bytes[CURSOR_V1_LEN - CHECK_LEN] = 9;
+        let check = checksum(&bytes);
+        bytes.extend_from_slice(&check);
+        assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode(&bytes)).is_err());
     }
 
     #[test]

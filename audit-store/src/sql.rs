@@ -259,6 +259,13 @@ pub(crate) fn push_events<D: Dialect>(dialect: &D, qb: &mut QueryBuilder<D::DB>,
             qb.push(dialect.events_table());
         }
         Plan::Candidates(groups) => dialect.push_candidates(qb, groups),
+        Plan::Recent(count) => {
+            qb.push(format!(
+                "(SELECT * FROM {} ORDER BY {} LIMIT {count}) AS audit_events",
+                dialect.events_table(),
+                RowOrder::NewestFirst.sql()
+            ));
+        }
     }
 }
 

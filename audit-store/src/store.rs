@@ -17,10 +17,10 @@ use crate::error::StoreError;
 use crate::event::AuditEvent;
 use crate::forwarding::{ForwardLease, ForwardPosition, ForwardState, StoredCheckpoint};
 use crate::query::{
-    Cursor, EventFilter, FacetUser, Facets, Page, PageRequest, Position, TenantScope,
+    Cursor, EventFilter, FacetUser, Facets, Page, PageRequest, PlanKind, Position, TenantScope,
 };
 use crate::reliability::{QuarantinedEvent, RecorderRun};
-use crate::term_plan::{MAX_NAMES, Plan, SELECTIVE, TermGroups};
+use crate::term_plan::{MAX_NAMES, Plan, RECENT, SELECTIVE, TermGroups, only_broad_conditions};
 
 /// A stream of events in newest-first order, as produced by [`AuditStore::export`].
 pub type EventStream = BoxStream<'static, Result<AuditEvent, StoreError>>;
@@ -549,16 +549,38 @@ pub(crate) async fn query_page<S: Backend>(
         .map(|cursor| cursor.position_for(filter, scope))
         .transpose()?;
     let limit = page.limit.get();
-    let plan = plan(source, filter, scope).await?;
     // One extra row tells whether another page exists without a second query.
-    let mut items = source
-        .fetch_after(&plan, filter, scope, after, limit + 1)
-        .await?;
+    let mut items = Vec::new();
+    // A first page with only broad conditions looks at the newest events first; a full
+    // page there is the answer, and the next pages walk the same way.
+    if after.is_none() && only_broad_conditions(filter) {
+        let recent = RECENT.max(limit + 1);
+        items = source
+            .fetch_after(&Plan::Recent(recent), filter, scope, None, limit + 1)
+            .await?;
+    }
+    let read = if items.len() > limit {
+        PlanKind::Walk
+    } else {
+        // A continuation reads the way its first page did, without counting candidates again.
+        let plan = match page.cursor.as_ref().and_then(Cursor::read) {
+            Some(PlanKind::Walk) => Plan::Walk,
+            Some(PlanKind::Candidates) => candidates_plan(source, filter, scope).await?,
+            None => plan(source, filter, scope).await?,
+        };
+        items = source
+            .fetch_after(&plan, filter, scope, after, limit + 1)
+            .await?;
+        match plan {
+            Plan::Candidates(_) => PlanKind::Candidates,
+            Plan::Walk | Plan::Recent(_) => PlanKind::Walk,
+        }
+    };
     let next_cursor = if items.len() > limit {
         items.truncate(limit);
         items
             .last()
-            .map(|last| Cursor::new(Position::of(last), filter, scope))
+            .map(|last| Cursor::new(Position::of(last), filter, scope).read_by(read))
     } else {
         None
     };
@@ -572,14 +594,7 @@ pub(crate) async fn plan<S: Backend>(
     filter: &EventFilter,
     scope: &TenantScope,
 ) -> Result<Plan, StoreError> {
-    let names = match filter.resource_name.as_deref().filter(|n| !n.is_empty()) {
-        Some(needle) => {
-            let names = source.matching_names(needle, MAX_NAMES + 1).await?;
-            (names.len() <= MAX_NAMES).then_some(names)
-        }
-        None => None,
-    };
-    let groups = TermGroups::of(filter, scope, names);
+    let groups = term_groups(source, filter, scope).await?;
     if groups.is_empty() {
         return Ok(Plan::Walk);
     }
@@ -591,6 +606,36 @@ pub(crate) async fn plan<S: Backend>(
         Plan::Candidates(groups)
     } else {
         Plan::Walk
+    })
+}
+
+/// The terms of `filter` within `scope`, a substring matched against the names first.
+async fn term_groups<S: Backend>(
+    source: &S,
+    filter: &EventFilter,
+    scope: &TenantScope,
+) -> Result<TermGroups, StoreError> {
+    let names = match filter.resource_name.as_deref().filter(|n| !n.is_empty()) {
+        Some(needle) => {
+            let names = source.matching_names(needle, MAX_NAMES + 1).await?;
+            (names.len() <= MAX_NAMES).then_some(names)
+        }
+        None => None,
+    };
+    Ok(TermGroups::of(filter, scope, names))
+}
+
+/// The candidates plan, decided earlier (a cursor says so): the terms, not counted again.
+async fn candidates_plan<S: Backend>(
+    source: &S,
+    filter: &EventFilter,
+    scope: &TenantScope,
+) -> Result<Plan, StoreError> {
+    let groups = term_groups(source, filter, scope).await?;
+    Ok(if groups.is_empty() {
+        Plan::Walk
+    } else {
+        Plan::Candidates(groups)
     })
 }
 

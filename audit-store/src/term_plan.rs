@@ -4,7 +4,7 @@
 //! contentless FTS5 table, `sqlite/terms.rs`; PostgreSQL: a GIN index over a generated
 //! array, migration 0005). A filter becomes an AND of *groups*, each an OR of terms (the
 //! values of one parameter). Before it reads rows, a store counts the candidates the terms
-//! give, up to [`SELECTIVE`]:
+//! give, up to [`SELECTIVE`] (a tenant or outcome group only counts alone, see [`TermGroups::of`]):
 //!
 //! * fewer: the query reads just those candidates (and sorts them), whatever else it asks;
 //! * that many or more: the filter matches densely, so the newest-first walk of the
@@ -59,6 +59,15 @@ impl TermKind {
 /// is given as the user typed it; each backend folds its case as its index does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TermGroup(pub(crate) Vec<(TermKind, String)>);
+
+impl TermGroup {
+    /// True for the kinds whose values each cover a large share of the log.
+    fn is_broad(&self) -> bool {
+        self.0
+            .iter()
+            .all(|(kind, _)| matches!(kind, TermKind::Tenant | TermKind::Outcome))
+    }
+}
 
 /// The groups of a filter, all of which a row must match; empty when no term applies.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -123,6 +132,14 @@ impl TermGroups {
                     .collect(),
             ));
         }
+        // A tenant or an outcome has few values, so its term's posting list holds a large
+        // share of all events; intersecting it with a narrower group costs more (SQLite
+        // seeks every segment of a long doclist; PostgreSQL reads the whole posting list
+        // into its bitmap) than comparing the column on the narrower group's few
+        // candidates, which every query does anyway. So they name candidates only alone.
+        if groups.iter().any(|group| !group.is_broad()) {
+            groups.retain(|group| !group.is_broad());
+        }
         TermGroups(groups)
     }
 
@@ -136,6 +153,10 @@ impl TermGroups {
     }
 }
 
+/// The newest events a first page with only broad conditions looks at before anything
+/// else (see [`Plan::Recent`]).
+pub(crate) const RECENT: usize = 2_000;
+
 /// What a query reads: candidates from the terms, or the time-ordered walk.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) enum Plan {
@@ -144,6 +165,23 @@ pub(crate) enum Plan {
     Walk,
     /// Read only the rows these terms name.
     Candidates(TermGroups),
+    /// Only the newest this many events. A first page whose conditions are all broad (a
+    /// tenant, an outcome, a start time) usually finds its rows there: when it does, they
+    /// are the page (the newest matches overall), at the cost of a short walk and no count;
+    /// when it does not, the store plans as usual.
+    Recent(usize),
+}
+
+/// True when a first page of `filter` may try [`Plan::Recent`]: no condition but tenants,
+/// outcomes and a start time, each of which a large share of events tends to meet.
+pub(crate) fn only_broad_conditions(filter: &EventFilter) -> bool {
+    filter.categories.is_empty()
+        && filter.actions.is_empty()
+        && filter.users.is_empty()
+        && filter.request_id.is_none()
+        && filter.resource_id.is_none()
+        && filter.resource_name.is_none()
+        && filter.to.is_none()
 }
 
 #[cfg(test)]
@@ -160,17 +198,25 @@ mod tests {
             ..EventFilter::default()
         };
         let groups = TermGroups::of(&filter, &TenantScope::only(["acme"]), None);
-        assert_eq!(groups.0.len(), 4);
-        assert_eq!(groups.0[0].0, vec![(TermKind::Tenant, "acme".to_owned())]);
-        assert_eq!(groups.0[1].0.len(), 2);
+        // The tenant's term is left to the column comparison: other groups are narrower.
+        assert_eq!(groups.0.len(), 3);
+        assert_eq!(groups.0[0].0.len(), 2);
         assert_eq!(
-            groups.0[3].0,
+            groups.0[2].0,
             vec![
                 (TermKind::ActorId, "Alice@Acme.test".to_owned()),
                 (TermKind::ActorEmail, "Alice@Acme.test".to_owned())
             ]
         );
         assert!(TermGroups::of(&EventFilter::default(), &TenantScope::All, None).is_empty());
+        // Alone, the tenant and the outcome do name the candidates (a small tenant, rare
+        // denials).
+        let denied = EventFilter {
+            outcomes: vec![crate::event::Outcome::Deny],
+            ..EventFilter::default()
+        };
+        let groups = TermGroups::of(&denied, &TenantScope::only(["acme"]), None);
+        assert_eq!(groups.0.len(), 2);
         let nothing = TermGroups::of(&EventFilter::default(), &TenantScope::All, Some(vec![]));
         assert!(nothing.matches_nothing());
     }

@@ -46,6 +46,7 @@ all_backends!(
     invalid_filters_are_typed_errors,
     pagination_walks_have_no_gap_or_duplicate,
     pagination_with_identical_timestamps,
+    every_plan_gives_the_same_answer,
     events_inserted_while_paging,
     cursor_cannot_change_query_or_scope,
     tenant_scope_applies_everywhere,
