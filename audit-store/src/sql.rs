@@ -45,6 +45,11 @@ pub(crate) trait Dialect {
     fn names_table(&self) -> &str;
     /// Pushes a condition on the names table's `name`: "contains `needle`, ignoring case".
     fn push_name_match(&self, qb: &mut QueryBuilder<Self::DB>, needle: &str);
+    /// How `resource_name` is compared with the names a subquery selects: the text before
+    /// and after the subquery.
+    fn names_list(&self) -> (&'static str, &'static str) {
+        ("IN (", ")")
+    }
     /// Pushes a query selecting the `seq` (as `term_seq`) of every event the terms of
     /// `groups` name.
     fn push_candidate_seqs(&self, qb: &mut QueryBuilder<Self::DB>, groups: &TermGroups);
@@ -137,12 +142,13 @@ pub(crate) fn push_where<D: Dialect>(
         }
     }
     if let Some(needle) = filter.resource_name.as_deref().filter(|n| !n.is_empty()) {
+        let (open, close) = dialect.names_list();
         qb.push(format!(
-            " AND resource_name IN (SELECT name FROM {} WHERE ",
+            " AND resource_name {open}SELECT name FROM {} WHERE ",
             dialect.names_table()
         ));
         dialect.push_name_match(qb, needle);
-        qb.push(")");
+        qb.push(close);
     }
     if let Some(from) = filter.from {
         qb.push(" AND occurred_at >= ");

@@ -118,6 +118,35 @@ async fn the_application_role_can_append_and_purge_and_nothing_else() {
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.events_checked, 5);
 
+    // The store merges its terms index's pending list as the application's role, which
+    // owns nothing: through the function (migration 0006), and by itself after enough
+    // appends. A merge that could not run would only be logged; here it must return.
+    let merged: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT {schema}.audit_merge_terms()"
+    )))
+    .fetch_one(&app_pool)
+    .await
+    .expect("the application's role may merge the terms index");
+    assert!(merged >= 0);
+    let many: Vec<_> = (10..5_010)
+        .map(|n| event(n, chrono::Duration::days(1)))
+        .collect();
+    for chunk in many.chunks(1_000) {
+        app.append(chunk).await.unwrap();
+    }
+    let found = app
+        .query(
+            &EventFilter {
+                request_id: Some(many[4_321].request_id.clone()),
+                ..EventFilter::default()
+            },
+            &TenantScope::All,
+            &audit_store::PageRequest::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.items.len(), 1);
+
     // Every other way to change or remove events is refused to the application's role.
     let events = format!("{schema}.audit_events");
     let checkpoints = format!("{schema}.audit_checkpoints");
@@ -159,7 +188,7 @@ async fn the_application_role_can_append_and_purge_and_nothing_else() {
         .fetch_one(owner.pool())
         .await
         .unwrap();
-    assert_eq!(left, 5);
+    assert_eq!(left, 5 + 5_000);
 
     app_pool.close().await;
     testing::drop_postgres_schema(&owner).await.unwrap();

@@ -55,6 +55,7 @@ impl PostgresStore {
              {s}.audit_forward_leases TO {app_role};\n\
              GRANT SELECT ON {s}._audit_store_migrations TO {app_role};\n\
              GRANT EXECUTE ON FUNCTION {s}.audit_purge_through(BIGINT, TIMESTAMPTZ) TO {app_role};\n\
+             GRANT EXECUTE ON FUNCTION {s}.audit_merge_terms() TO {app_role};\n\
              UPDATE {s}.audit_retention_policy SET min_retention = INTERVAL '{seconds} seconds';\n",
             seconds = min_retention.as_secs()
         ))

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::PoisonError;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection};
@@ -17,7 +18,48 @@ use crate::indexing::NewValues;
 use crate::reliability::{QuarantinedEvent, RecorderRun, quarantine_json, quarantined_from_row};
 use crate::sql;
 
+/// Appended events between two merges of the terms index's pending list: small enough that
+/// a query's scan of the list stays short, large enough for the merge to work in bulk.
+const MERGE_TERMS_EVERY: u64 = 5_000;
+
+/// The store's count of events appended since the last merge of the terms index's pending
+/// list (migration 0006), and whether a merge is running.
+#[derive(Debug, Default)]
+pub(super) struct TermsMerge {
+    appended: AtomicU64,
+    running: AtomicBool,
+}
+
 impl PostgresStore {
+    /// Counts `count` appended events and, every [`MERGE_TERMS_EVERY`], merges the terms
+    /// index's pending list in a task of its own (on another connection, so appends go on
+    /// meanwhile), one merge at a time. A failed merge is logged and retried at the next
+    /// count: the pending list then only grows until PostgreSQL merges it itself.
+    fn appended(&self, count: usize) {
+        let merge = &self.terms_merge;
+        let total = merge.appended.fetch_add(count as u64, Ordering::Relaxed) + count as u64;
+        if total < MERGE_TERMS_EVERY
+            || merge
+                .running
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        merge.appended.store(0, Ordering::Relaxed);
+        let (pool, merge, sql) = (
+            self.pool.clone(),
+            self.terms_merge.clone(),
+            format!("SELECT {}.audit_merge_terms()", self.schema),
+        );
+        tokio::spawn(async move {
+            if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await {
+                tracing::warn!(%error, "merging the audit terms index's pending list failed");
+            }
+            merge.running.store(false, Ordering::Release);
+        });
+    }
+
     /// [`AuditStore::append`](crate::AuditStore::append): one transaction per batch, which
     /// locks the chain head row and so serialises appends from every instance into one
     /// chain. When ids of the batch are already taken, the events an earlier attempt stored
@@ -61,6 +103,8 @@ impl PostgresStore {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .remember(&new);
+                drop(conn);
+                self.appended(events.len());
                 Ok(())
             }
             Err(error) => {
