@@ -136,14 +136,61 @@ function relativeTime(date) {
 
 /** `YYYY-MM-DD` (a local calendar day) → the Date of its local midnight, or null. */
 function localDay(text) {
-  const match = /^(\d{4})-(\d{2})-(\d{2})$/.exec(text || '');
-  if (!match) return null;
-  const date = new Date(Number(match[1]), Number(match[2]) - 1, Number(match[3]));
+  if (!isDay(text)) return null;
+  const [y, m, d] = text.split('-').map(Number);
+  const date = new Date(2000, m - 1, d);
+  date.setFullYear(y);
   return Number.isNaN(date.getTime()) ? null : date;
+}
+
+function daysInMonth(year, month) {
+  if (month === 2) return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28;
+  return [4, 6, 9, 11].includes(month) ? 30 : 31;
+}
+
+/** Whether `text` is a real calendar day `YYYY-MM-DD` (no roll-over: 2026-02-30 is not). */
+function isDay(text) {
+  const match = /^(\d{4})-(\d{2})-(\d{2})$/.exec(text || '');
+  if (!match) return false;
+  const [y, m, d] = match.slice(1).map(Number);
+  return y >= 1 && m >= 1 && m <= 12 && d >= 1 && d <= daysInMonth(y, m);
+}
+
+const INSTANT = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(?:[Zz]|[+-](\d{2}):(\d{2}))$/;
+
+/** Whether `text` is a full RFC 3339 instant with a valid date, time of day and offset. */
+function isInstant(text) {
+  const match = INSTANT.exec(text || '');
+  if (!match) return false;
+  const [y, m, d, hh, mm, ss] = match.slice(1, 7).map(Number);
+  const [oh, om] = [match[8] ? Number(match[8]) : 0, match[9] ? Number(match[9]) : 0];
+  return y >= 1 && m >= 1 && m <= 12 && d >= 1 && d <= daysInMonth(y, m)
+    && hh <= 23 && mm <= 59 && ss <= 59 && oh <= 23 && om <= 59
+    && !Number.isNaN(Date.parse(text));
+}
+
+/** The instant (ms) a page `from` value starts at: a local day's midnight, or the instant. */
+function fromInstant(text) {
+  if (isDay(text)) return localDay(text).getTime();
+  return Date.parse(text);
+}
+
+/** The instant (ms) a page `to` value ends at (exclusive): after an inclusive local day, or the instant. */
+function toInstant(text) {
+  if (isDay(text)) {
+    const next = localDay(text);
+    next.setDate(next.getDate() + 1);
+    return next.getTime();
+  }
+  return Date.parse(text);
 }
 
 // ---------------------------------------------------------------------------------------
 // Filter state <-> page URL <-> API query.
+//
+// The page applies exactly what its URL says, or nothing: a parameter it does not know, a
+// value it cannot read, or a repeat of a single-valued one stops it with a banner naming that
+// parameter, and no query runs (a typo must not widen an audit query, here as in the API).
 
 function emptyFilters() {
   return {
@@ -152,27 +199,108 @@ function emptyFilters() {
   };
 }
 
-function readUrl() {
-  const params = new URLSearchParams(location.search);
-  const filters = emptyFilters();
-  for (const key of MULTI_KEYS) {
-    filters[key] = unique(params.getAll(key).filter(Boolean));
+const PAGE_ONLY_KEYS = ['range', 'from', 'to', 'event', 'columns'];
+
+/** A parameter of the page's URL that cannot be applied. */
+class UrlError extends Error {
+  constructor(parameter, message) {
+    super(message);
+    this.parameter = parameter;
   }
-  filters.category = unique([...filters.category, ...params.getAll('resource_type').filter(Boolean)]);
-  for (const key of SINGLE_KEYS) filters[key] = params.get(key) || '';
-  const range = params.get('range') || '';
-  filters.range = Object.hasOwn(RANGES, range) ? range : '';
-  filters.from = localDay(params.get('from')) ? params.get('from') : '';
-  filters.to = localDay(params.get('to')) ? params.get('to') : '';
+}
+
+function shortened(text) {
+  const value = String(text);
+  return value.length > 64 ? `${value.slice(0, 63)}…` : value;
+}
+
+/** `columns=a,b,c` → the column keys, or a UrlError. */
+function parseColumns(text) {
+  const keys = text.split(',').map((key) => key.trim());
+  const seen = new Set();
+  for (const key of keys) {
+    if (!key) throw new UrlError('columns', 'Column names are separated by single commas.');
+    if (!COLUMN_BY_KEY.has(key)) {
+      throw new UrlError('columns', `“${shortened(key)}” is not a column. Known columns: ${COLUMNS.map((c) => c.key).join(', ')}.`);
+    }
+    if (seen.has(key)) throw new UrlError('columns', `The column “${key}” is listed twice.`);
+    seen.add(key);
+  }
+  return keys;
+}
+
+const DATE_HELP = 'Use a day (YYYY-MM-DD, in your time zone) or a full RFC 3339 instant such as 2026-03-01T09:30:00Z.';
+
+function checkTime(key, value) {
+  if (isDay(value) || isInstant(value)) return;
+  const hint = /\s\d{2}:\d{2}$/.test(value) ? ' A “+” in an address stands for a space: write the offset as %2B01:00, or use Z.' : '';
+  throw new UrlError(key, `“${shortened(value)}” is not a valid date or instant. ${DATE_HELP}${hint}`);
+}
+
+/** Parses `search` (the page's query string) strictly: `{filters, eventId, columns}`, or throws a UrlError. */
+function parseUrl(search) {
+  const params = new URLSearchParams(search);
+  const filters = emptyFilters();
+  let eventId = '';
+  let columns = null;
+  const seen = new Set();
+  for (const [name, value] of params) {
+    const key = name === 'resource_type' ? 'category' : name;
+    const multi = MULTI_KEYS.includes(key);
+    if (!multi && !SINGLE_KEYS.includes(key) && !PAGE_ONLY_KEYS.includes(key)) {
+      const known = [...MULTI_KEYS, 'resource_type', ...SINGLE_KEYS, ...PAGE_ONLY_KEYS];
+      throw new UrlError(shortened(name), `The activity log has no parameter “${shortened(name)}”. Known parameters: ${known.join(', ')}.`);
+    }
+    if (!multi && seen.has(key)) throw new UrlError(name, `“${name}” may be given only once.`);
+    seen.add(key);
+    if (value === '') throw new UrlError(name, `“${name}” has no value; leave the parameter out instead.`);
+    if (multi) {
+      if (key === 'status' && value !== 'allow' && value !== 'deny') {
+        throw new UrlError(name, `“${shortened(value)}” is not an outcome: use allow or deny.`);
+      }
+      if (key === 'action' && !/^[a-z][a-z0-9]*(_[a-z0-9]+)*$/.test(value)) {
+        throw new UrlError(name, `“${shortened(value)}” is not an action name (snake_case, such as create or change_model).`);
+      }
+      if (!filters[key].includes(value)) filters[key].push(value);
+    } else if (SINGLE_KEYS.includes(key)) {
+      filters[key] = value;
+    } else if (key === 'range') {
+      if (!Object.hasOwn(RANGES, value)) {
+        throw new UrlError('range', `“${shortened(value)}” is not a date range: use ${Object.keys(RANGES).join(', ')}, or from and to.`);
+      }
+      filters.range = value;
+    } else if (key === 'from' || key === 'to') {
+      checkTime(key, value);
+      filters[key] = value;
+    } else if (key === 'event') {
+      if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(value)) {
+        throw new UrlError('event', `“${shortened(value)}” is not an event ID.`);
+      }
+      eventId = value;
+    } else if (key === 'columns') {
+      columns = parseColumns(value);
+    }
+  }
+  if (filters.range && (filters.from || filters.to)) {
+    throw new UrlError('range', 'A range preset and from/to cannot be combined: give one or the other.');
+  }
   if (filters.from || filters.to) filters.range = 'custom';
-  return { filters, eventId: params.get('event') || '' };
+  if (filters.from && filters.to && fromInstant(filters.from) >= toInstant(filters.to)) {
+    throw new UrlError('from', `The start (${filters.from}) is not before the end (${filters.to}).`);
+  }
+  return { filters, eventId, columns };
 }
 
 function unique(values) {
   return [...new Set(values)];
 }
 
-/** The page's own query string for `filters` (and the open event). */
+/** Whether the chosen columns are the defaults (then the URL need not name them). */
+function defaultColumns(columns) {
+  return columns.length === DEFAULT_COLUMNS.length && columns.every((key, i) => key === DEFAULT_COLUMNS[i]);
+}
+
+/** The page's own query string for `filters` (and the open event, and the columns). */
 function pageQuery(filters, eventId) {
   const params = new URLSearchParams();
   for (const key of MULTI_KEYS) for (const value of filters[key]) params.append(key, value);
@@ -183,6 +311,7 @@ function pageQuery(filters, eventId) {
   } else if (filters.range) {
     params.set('range', filters.range);
   }
+  if (!defaultColumns(state.columns)) params.set('columns', state.columns.join(','));
   if (eventId) params.set('event', eventId);
   const text = params.toString();
   return text ? `?${text}` : '';
@@ -194,14 +323,10 @@ function apiParams(filters, now) {
   for (const key of MULTI_KEYS) for (const value of filters[key]) params.append(key, value);
   for (const key of SINGLE_KEYS) if (filters[key]) params.set(key, filters[key]);
   if (filters.range === 'custom') {
-    const from = localDay(filters.from);
-    const to = localDay(filters.to);
-    if (from) params.set('from', from.toISOString());
-    if (to) {
-      // The page's "to" day is inclusive; the API's `to` is exclusive: next local midnight.
-      to.setDate(to.getDate() + 1);
-      params.set('to', to.toISOString());
-    }
+    // A day is local and its "to" inclusive: sent as local midnights (the API's `to` is
+    // exclusive). A full instant is sent exactly as the URL gave it.
+    if (filters.from) params.set('from', isDay(filters.from) ? new Date(fromInstant(filters.from)).toISOString() : filters.from);
+    if (filters.to) params.set('to', isDay(filters.to) ? new Date(toInstant(filters.to)).toISOString() : filters.to);
   } else if (filters.range) {
     params.set('from', new Date(now - RANGES[filters.range]).toISOString());
   }
@@ -220,10 +345,11 @@ function activeFilterCount(filters) {
 // HTTP.
 
 class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, parameter) {
     super(message);
     this.status = status;
     this.code = code;
+    this.parameter = parameter || '';
   }
 }
 
@@ -243,7 +369,7 @@ async function getJson(url, signal) {
   }
   if (!response.ok) {
     const message = body && typeof body.message === 'string' ? body.message : `The server answered ${response.status}.`;
-    throw new ApiError(response.status, body && body.error, message);
+    throw new ApiError(response.status, body && body.error, message, body && typeof body.parameter === 'string' ? body.parameter : '');
   }
   return body;
 }
@@ -263,6 +389,8 @@ const state = {
   facets: { categories: [], actions: [], users: [], outcomes: ['allow', 'deny'] },
   selectedId: '',
   blocked: false,
+  /** The page's URL could not be applied: the banner is shown, nothing is queried. */
+  urlError: false,
 };
 
 function loadColumns() {
@@ -424,10 +552,73 @@ function showBlocked(error) {
   closeDetail(false);
 }
 
+/**
+ * Applies the page's URL: its filters, columns and open event, then loads the list. A URL
+ * that cannot be applied exactly gets the banner instead, and nothing is queried. Returns
+ * whether the URL was applied.
+ */
+function applyUrl() {
+  let parsed;
+  try {
+    parsed = parseUrl(location.search);
+  } catch (error) {
+    if (!(error instanceof UrlError)) throw error;
+    showUrlError(error.parameter, error.message);
+    return false;
+  }
+  hideUrlError();
+  state.filters = parsed.filters;
+  state.columns = parsed.columns || loadColumns();
+  // The URL names every non-default column choice, so a copied link reproduces the view.
+  history.replaceState(null, '', pageQuery(state.filters, parsed.eventId) || location.pathname);
+  renderHead();
+  syncControls();
+  buildMultiSelects();
+  loadEvents({ fromUrl: true });
+  if (parsed.eventId) openDetailById(parsed.eventId);
+  return true;
+}
+
+/** The banner for an address the page will not apply: names the parameter, runs nothing. */
+function showUrlError(parameter, message) {
+  if (state.controller) state.controller.abort();
+  state.controller = null;
+  state.urlError = true;
+  state.events = [];
+  state.nextCursor = null;
+  state.query = new URLSearchParams();
+  $('log-body').replaceChildren();
+  const notice = $('notice');
+  notice.className = 'notice url-error';
+  notice.dataset.kind = 'url';
+  notice.dataset.parameter = parameter;
+  delete notice.dataset.status;
+  notice.replaceChildren(
+    el('h2', {}, 'This address cannot be applied'),
+    el('p', {}, 'Problem with the parameter ', el('code', { class: 'parameter' }, parameter), ': ', message),
+    el('p', { class: 'muted' }, 'Nothing was searched. The activity log shows exactly what its address asks for, so a mistyped or unreadable filter cannot show more events than intended.'),
+    el('a', { class: 'button', href: location.pathname, id: 'url-error-reset' }, 'Open the activity log without these parameters'),
+  );
+  notice.hidden = false;
+  document.body.classList.add('is-blocked', 'is-url-error');
+  closeDetail(false);
+}
+
+function hideUrlError() {
+  if (!state.urlError) return;
+  state.urlError = false;
+  const notice = $('notice');
+  notice.hidden = true;
+  notice.replaceChildren();
+  delete notice.dataset.kind;
+  delete notice.dataset.parameter;
+  document.body.classList.remove('is-blocked', 'is-url-error');
+}
+
 // ---------------------------------------------------------------------------------------
 // Loading events.
 
-async function loadEvents({ append = false } = {}) {
+async function loadEvents({ append = false, fromUrl = false } = {}) {
   if (state.controller) state.controller.abort();
   const controller = new AbortController();
   state.controller = controller;
@@ -469,8 +660,12 @@ async function loadEvents({ append = false } = {}) {
     if (error.name === 'AbortError') return;
     if (error.status === 401 || error.status === 403) {
       showBlocked(error);
+    } else if (error.status === 400 && fromUrl && error.parameter) {
+      // The API refused what the address asked for: the same banner as the page's own checks.
+      showUrlError(error.parameter, error.message);
     } else if (error.status === 400) {
-      setTableState('error', `These filters cannot be used: ${error.message}`, { label: 'Clear all filters', run: clearFilters });
+      const at = error.parameter ? ` (parameter ${error.parameter})` : '';
+      setTableState('error', `These filters cannot be used${at}: ${error.message}`, { label: 'Clear all filters', run: clearFilters });
     } else {
       setTableState('error', `Could not load events. ${error.message}`, { label: 'Try again', run: () => loadEvents({ append }) });
     }
@@ -535,8 +730,8 @@ function syncControls() {
   $('f-resource-name').value = f.resource_name;
   $('f-request-id').value = f.request_id;
   $('f-range').value = f.range;
-  $('f-from').value = f.from;
-  $('f-to').value = f.to;
+  $('f-from').value = dayOf(f.from);
+  $('f-to').value = dayOf(f.to);
   for (const node of document.querySelectorAll('.custom-dates')) node.hidden = f.range !== 'custom';
   for (const multi of MULTI) updateMultiButton(multi.key);
   renderChips();
@@ -544,6 +739,15 @@ function syncControls() {
   const badge = $('filters-count');
   badge.textContent = String(count);
   badge.hidden = count === 0;
+}
+
+/** The local day a page `from`/`to` value falls on, for the date inputs. */
+function dayOf(text) {
+  if (!text || isDay(text)) return text || '';
+  const date = new Date(Date.parse(text));
+  if (Number.isNaN(date.getTime())) return '';
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${String(date.getFullYear()).padStart(4, '0')}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
 }
 
 function describeValue(key, value) {
@@ -573,9 +777,10 @@ function describeFilters(filters, query) {
     items.push({ key: 'range', text: `${RANGE_LABELS[filters.range]}${since}` });
   } else if (filters.range === 'custom' && (filters.from || filters.to)) {
     const parts = [];
-    if (filters.from) parts.push(`from ${filters.from}`);
-    if (filters.to) parts.push(`to ${filters.to} inclusive`);
-    items.push({ key: 'range', text: `Dates ${parts.join(' ')}` });
+    const instant = (text) => `${timeFormat.format(new Date(Date.parse(text)))} (${ZONE})`;
+    if (filters.from) parts.push(isDay(filters.from) ? `from ${filters.from}` : `from ${instant(filters.from)}`);
+    if (filters.to) parts.push(isDay(filters.to) ? `to ${filters.to} inclusive` : `until ${instant(filters.to)}, exclusive`);
+    items.push({ key: 'range', text: `${isDay(filters.from || filters.to) ? 'Dates' : 'Time'} ${parts.join(' ')}` });
   }
   return items;
 }
@@ -940,6 +1145,7 @@ function applyColumns() {
   }
   state.columns = chosen;
   saveColumns(chosen);
+  history.replaceState(null, '', pageQuery(state.filters, state.selectedId) || location.pathname);
   $('columns-dialog').close();
   renderHead();
   renderRows();
@@ -1033,14 +1239,8 @@ function init() {
     download.setAttribute('aria-describedby', 'download-disabled-note');
   }
 
-  const { filters, eventId } = readUrl();
-  state.filters = filters;
   renderHead();
-  syncControls();
-  buildMultiSelects();
-  loadFacets();
-  loadEvents();
-  if (eventId) openDetailById(eventId);
+  if (applyUrl()) loadFacets();
 
   // Text inputs apply after a pause in typing, and at once on Enter.
   const textFilter = (input, key) => {
@@ -1067,15 +1267,16 @@ function init() {
     }
     applyFilters({ ...state.filters, range, from: '', to: '' });
   });
-  for (const id of ['f-from', 'f-to']) {
+  for (const [id, key] of [['f-from', 'from'], ['f-to', 'to']]) {
     $(id).addEventListener('change', () => {
-      const from = $('f-from').value;
-      const to = $('f-to').value;
-      if (from && to && from > to) {
-        toast('The start date is after the end date.');
+      // Only the edited bound changes; a time of day the other bound came with is kept.
+      const next = { ...state.filters, range: 'custom', [key]: $(id).value };
+      if (next[key] && !isDay(next[key])) return;
+      if (next.from && next.to && fromInstant(next.from) >= toInstant(next.to)) {
+        toast('The start is after the end.');
         return;
       }
-      applyFilters({ ...state.filters, range: 'custom', from, to });
+      applyFilters(next);
     });
   }
   $('clear-filters').addEventListener('click', clearFilters);
@@ -1150,12 +1351,8 @@ function init() {
 
   window.addEventListener('popstate', () => {
     if (state.blocked) return;
-    const next = readUrl();
-    state.filters = next.filters;
-    syncControls();
     closeDetail(false);
-    loadEvents();
-    if (next.eventId) openDetailById(next.eventId);
+    applyUrl();
   });
 }
 

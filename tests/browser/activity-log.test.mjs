@@ -355,6 +355,123 @@ test('a filtered URL reloads, and opens in a new tab, to the same view', async (
   assert.notDeepEqual(await shownIds(), beforeBack);
 });
 
+test('an address the page cannot apply shows a banner naming the parameter and queries nothing', async () => {
+  const ctx = await newContext();
+  const p = await newPage(ctx);
+  await p.goto(`${BASE}login?as=alice`);
+  await p.waitForSelector('#log-body tr');
+  const queried = [];
+  p.on('request', (r) => {
+    const { pathname } = new URL(r.url());
+    if (/\/admin\/audit\/(events|facets|export)$/.test(pathname)) queried.push(r.url());
+  });
+  const cases = [
+    ['categry=Model', 'categry'],
+    ['category=Model&range=90d', 'range'],
+    ['from=2026-13-45', 'from'],
+    ['from=2026-02-30', 'from'],
+    ['to=2026-03-01T25:00:00Z', 'to'],
+    ['from=2026-03-01T10:00:00 01:00', 'from'],
+    ['range=7d&from=2026-03-01', 'range'],
+    ['from=2026-03-02&to=2026-03-01', 'from'],
+    ['request_id=a&request_id=b', 'request_id'],
+    ['status=maybe', 'status'],
+    ['action=Train', 'action'],
+    ['user=', 'user'],
+    ['columns=id,nope', 'columns'],
+    ['columns=id,,action', 'columns'],
+    ['event=not-an-id', 'event'],
+  ];
+  for (const [query, parameter] of cases) {
+    queried.length = 0;
+    await p.goto(`${LOG}?${query}`);
+    await p.waitForSelector('#notice[data-kind="url"]:not([hidden])');
+    assert.equal(await p.getAttribute('#notice', 'data-parameter'), parameter, query);
+    assert.equal(await p.textContent('#notice code.parameter'), parameter, query);
+    assert.match(await p.textContent('#notice h2'), /cannot be applied/);
+    assert.equal(await p.isVisible('#log-table'), false, `${query}: no table`);
+    assert.equal(await p.isVisible('#download-button'), false, `${query}: no download`);
+    assert.equal(await p.locator('#log-body tr').count(), 0);
+    // The address is left as given, so the reader sees what was wrong with it.
+    assert.deepEqual([...new URL(p.url()).searchParams], [...new URLSearchParams(query)], query);
+    await p.waitForTimeout(150);
+    assert.deepEqual(queried, [], `${query}: no query ran`);
+  }
+  await screenshot('activity-log-bad-url', p);
+  // A value the page lets through but the API refuses (too long) gets the same banner,
+  // naming the API's parameter.
+  expectConsoleErrors = true; // the browser logs the refused fetch
+  try {
+    await p.goto(`${LOG}?resource_name=${'x'.repeat(1100)}`);
+    await p.waitForSelector('#notice[data-kind="url"]:not([hidden])');
+    assert.equal(await p.getAttribute('#notice', 'data-parameter'), 'resource_name');
+  } finally {
+    expectConsoleErrors = false;
+  }
+  // The way out: the page without parameters.
+  await p.click('#url-error-reset');
+  await p.waitForSelector('#log-body tr');
+  assert.equal(new URL(p.url()).search, '');
+  assert.equal(await p.isVisible('#notice'), false);
+  await ctx.close();
+});
+
+test('from and to with a time of day are applied to the instant, and shown in local time', async () => {
+  const all = (await api('admin/audit/events?limit=60')).body.items;
+  // A window from the 50th newest event (inclusive) to the 10th newest (exclusive).
+  const from = all[49].occurred_at;
+  const toDate = new Date(Date.parse(all[9].occurred_at));
+  // `to` with an offset (+02:00), encoded as %2B in the address.
+  const shifted = new Date(toDate.getTime() + 2 * 3600e3).toISOString().replace(/\.(\d{3})Z$/, '.$1');
+  const to = `${shifted}+02:00`;
+  assert.equal(Date.parse(to), toDate.getTime());
+  const query = new URLSearchParams({ from, to });
+  const params = await eventsRequest(() => page.goto(`${LOG}?${query}`));
+  assert.equal(params.get('from'), from, 'from is sent exactly as the address gave it');
+  assert.equal(params.get('to'), to, 'to is sent exactly as the address gave it');
+  const shown = await assertShownMatchesApi(params, 'time-of-day range');
+  assert.ok(shown.length >= 1 && shown.length <= 41, `${shown.length} rows`);
+  assert.ok(!shown.includes(all[9].id) || all[9].occurred_at === all[10].occurred_at, 'to is exclusive');
+  assert.ok(shown.includes(all[49].id), 'from is inclusive');
+  assert.equal(pageParams().get('from'), from);
+  assert.equal(pageParams().get('to'), to);
+  const chip = await page.textContent('#chips li span');
+  assert.match(chip, /^Time from .+ \(America\/New_York\) until .+, exclusive$/);
+  assert.equal(await page.inputValue('#f-range'), 'custom');
+  // Reloading reproduces it.
+  await page.reload();
+  await page.waitForSelector('#log-body tr');
+  await settled();
+  assert.deepEqual(await shownIds(), shown);
+});
+
+test('columns given in the address are shown, downloaded, and do not overwrite the saved choice', async () => {
+  const ctx = await newContext();
+  const p = await newPage(ctx);
+  await p.goto(`${BASE}login?as=alice`);
+  await p.waitForSelector('#log-body tr');
+  await p.goto(`${LOG}?category=Model&columns=id,action,outcome`);
+  await p.waitForSelector('#log-body tr');
+  await settled(p);
+  assert.deepEqual(await p.$$eval('#log-head th', (ths) => ths.map((t) => t.dataset.column)), ['id', 'action', 'outcome']);
+  assert.deepEqual(await p.$$eval('#log-body tr:first-child td', (tds) => tds.map((t) => t.dataset.column)), ['id', 'action', 'outcome']);
+  await p.click('#download-button');
+  const href = new URL(await p.getAttribute('#download-link', 'href'), LOG);
+  assert.equal(href.searchParams.get('columns'), 'id,action,outcome');
+  await p.click('#download-cancel');
+  assert.equal(await p.evaluate(() => localStorage.getItem('audit-log.columns.v1')), null);
+  // Choosing columns puts them in the address, so a copied link reproduces the view.
+  await p.click('#columns-button');
+  await p.click('#columns-list li[data-column="category"] input');
+  await p.click('#columns-apply');
+  assert.equal(new URL(p.url()).searchParams.get('columns'), 'id,action,outcome,category');
+  const other = await newPage(ctx);
+  await other.goto(p.url());
+  await other.waitForSelector('#log-body tr');
+  assert.deepEqual(await other.$$eval('#log-head th', (ths) => ths.map((t) => t.dataset.column)), ['id', 'action', 'outcome', 'category']);
+  await ctx.close();
+});
+
 test('the detail panel shows every field, the changes, and offers related views', async () => {
   await page.goto(`${LOG}?resource_name=onerror&action=update`);
   await page.waitForSelector('#log-body tr');
