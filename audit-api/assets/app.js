@@ -389,6 +389,12 @@ const state = {
   facets: { categories: [], actions: [], users: [], outcomes: ['allow', 'deny'] },
   selectedId: '',
   blocked: false,
+  /** `{count, exact}` of the list's filters, from `/events`. */
+  total: null,
+  /** Per menu and value, `{count, exact}` for the list's filters, from `/facets`. */
+  counts: null,
+  countsController: null,
+  facetsLoaded: false,
   /** The page's URL could not be applied: the banner is shown, nothing is queried. */
   urlError: false,
 };
@@ -506,12 +512,28 @@ function renderRows() {
   $('log-body').replaceChildren(...state.events.map(renderRow));
 }
 
+/** A bounded count as text: `515`, or `10,000+` when counting stopped at the bound. */
+function countText(total) {
+  return `${Number(total.count).toLocaleString()}${total.exact ? '' : '+'}`;
+}
+
 function renderSummary() {
   const count = state.events.length;
-  const text = count === 0
-    ? ''
-    : `${count.toLocaleString()} ${count === 1 ? 'event' : 'events'} shown${state.nextCursor ? ', more available' : ''}`;
-  $('result-count').textContent = text;
+  const total = state.total;
+  const node = $('result-count');
+  let text = '';
+  if (total && typeof total.count === 'number') {
+    const noun = total.count === 1 && total.exact ? 'event matches' : 'events match';
+    text = `${countText(total)} ${noun}`;
+    if (count > 0 && (count < total.count || !total.exact)) text += ` · ${count.toLocaleString()} shown`;
+    node.dataset.total = String(total.count);
+    node.dataset.exact = String(Boolean(total.exact));
+  } else {
+    if (count > 0) text = `${count.toLocaleString()} ${count === 1 ? 'event' : 'events'} shown${state.nextCursor ? ', more available' : ''}`;
+    delete node.dataset.total;
+    delete node.dataset.exact;
+  }
+  node.textContent = text;
   $('zone-note').textContent = `Times in ${ZONE} (${zoneOffset(new Date())})`;
 }
 
@@ -625,6 +647,8 @@ async function loadEvents({ append = false, fromUrl = false } = {}) {
   if (!append) {
     state.query = apiParams(state.filters, Date.now());
     state.nextCursor = null;
+    state.total = null;
+    loadCounts();
   }
   const params = new URLSearchParams(state.query);
   params.set('limit', String(PAGE_SIZE));
@@ -644,6 +668,7 @@ async function loadEvents({ append = false, fromUrl = false } = {}) {
     const items = Array.isArray(page.items) ? page.items : [];
     state.events = append ? state.events.concat(items) : items;
     state.nextCursor = page.next_cursor || null;
+    state.total = page.total && typeof page.total === 'object' ? page.total : null;
     if (append) {
       $('log-body').append(...items.map(renderRow));
     } else {
@@ -684,25 +709,80 @@ async function loadEvents({ append = false, fromUrl = false } = {}) {
   }
 }
 
+/** The values the menus offer, with their counts for the list's filters. */
 async function loadFacets() {
+  const controller = new AbortController();
+  state.countsController = controller;
+  document.body.dataset.counts = 'loading';
   try {
-    const facets = await getJson('facets');
+    const facets = await getJson(`facets?${state.query}`, controller.signal);
     state.facets = {
       categories: facets.categories || [],
       actions: facets.actions || [],
       users: facets.users || [],
       outcomes: facets.outcomes && facets.outcomes.length ? facets.outcomes : ['allow', 'deny'],
     };
+    state.counts = facets.counts && typeof facets.counts === 'object' ? facets.counts : null;
   } catch (error) {
+    if (error.name === 'AbortError') return;
     if (error.status === 401 || error.status === 403) {
       showBlocked(error);
       return;
     }
     toast('Could not load the filter values; selected filters still apply.');
+  } finally {
+    if (state.countsController === controller) {
+      state.countsController = null;
+      document.body.dataset.counts = 'loaded';
+    }
   }
+  state.facetsLoaded = true;
   buildMultiSelects();
   // Lets tests (and anyone scripting the page) know the offered values are in place.
   document.body.dataset.facets = 'loaded';
+}
+
+/**
+ * Refreshes the menus' counts for the list's (new) filters, in place, so an open menu keeps
+ * its focus. Before the menus exist, `loadFacets` brings the counts with the values.
+ */
+async function loadCounts() {
+  if (!state.facetsLoaded) return;
+  if (state.countsController) state.countsController.abort();
+  const controller = new AbortController();
+  state.countsController = controller;
+  document.body.dataset.counts = 'loading';
+  try {
+    const facets = await getJson(`facets?${state.query}`, controller.signal);
+    if (controller !== state.countsController) return;
+    state.counts = facets.counts && typeof facets.counts === 'object' ? facets.counts : null;
+    renderCounts();
+  } catch (error) {
+    if (error.name === 'AbortError') return;
+    // The list reports 401/403/400 itself; stale counts are hidden rather than shown wrong.
+    state.counts = null;
+    renderCounts();
+  } finally {
+    if (controller === state.countsController) {
+      state.countsController = null;
+      document.body.dataset.counts = 'loaded';
+    }
+  }
+}
+
+/** The count of `value` in menu `key` for the current filters, or null. */
+function facetCount(key, value) {
+  const counts = state.counts && state.counts[key];
+  const count = counts && counts[value];
+  return count && typeof count.count === 'number' ? count : null;
+}
+
+function renderCounts() {
+  for (const node of document.querySelectorAll('.multi-options .facet-count')) {
+    const count = facetCount(node.dataset.filter, node.dataset.value);
+    node.textContent = count ? countText(count) : '';
+    node.closest('label').classList.toggle('is-zero', Boolean(count && count.count === 0));
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -866,7 +946,8 @@ function buildMultiSelects() {
           checked: state.filters[multi.key].includes(option.value),
           onchange: () => onMultiChange(multi.key),
         }),
-        el('span', {}, option.label)))));
+        el('span', { class: 'option-label' }, option.label),
+        el('span', { class: 'facet-count', 'data-filter': multi.key, 'data-value': option.value }, '')))));
     const pop = el('div', { class: 'multi-pop', id: popId, role: 'group', 'aria-label': multi.label, hidden: true });
     if (options.length > 8) {
       pop.append(el('input', {
@@ -887,6 +968,7 @@ function buildMultiSelects() {
     return el('div', { class: 'multi', 'data-key': multi.key }, button, pop);
   }));
   for (const multi of MULTI) updateMultiButton(multi.key);
+  renderCounts();
 }
 
 function updateMultiButton(key) {

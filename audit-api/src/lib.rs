@@ -64,7 +64,7 @@ pub use export::{Column, ExportFormat};
 #[cfg(feature = "utoipa")]
 pub use openapi::openapi;
 pub use params::{Endpoint, PARAMETERS, ParameterSpec, ValueKind};
-pub use router::{AuditRouter, router};
+pub use router::{AuditRouter, DEFAULT_COUNT_BOUND, router};
 pub use self_audit::{AUDIT_LOG_CATEGORY, AuditSink, RecorderSink, SinkError};
 /// The utoipa release [`openapi()`] returns a document of (feature `utoipa`).
 #[cfg(feature = "utoipa")]

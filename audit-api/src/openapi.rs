@@ -212,6 +212,29 @@ mod schemas {
         pub items: Vec<AuditEvent>,
         /// Pass back as `cursor` for the next page; null on the last page.
         pub next_cursor: Option<String>,
+        /// How many events match the filters (all pages), exact up to a bound; null when the
+        /// store cannot count.
+        pub total: Option<AuditMatchCount>,
+    }
+
+    /// A number of matching events, counted exactly up to a bound (10,000 by default).
+    #[derive(ToSchema)]
+    pub(crate) struct AuditMatchCount {
+        /// The number of matches, or the bound when there are more.
+        pub count: u64,
+        /// False when counting stopped at the bound: read `count` as "`count` or more".
+        pub exact: bool,
+    }
+
+    /// Per filter parameter, per value: how many events the request's filters match with
+    /// that parameter set to that value alone.
+    #[derive(ToSchema)]
+    pub(crate) struct AuditFacetCounts {
+        pub category: std::collections::BTreeMap<String, AuditMatchCount>,
+        pub action: std::collections::BTreeMap<String, AuditMatchCount>,
+        pub status: std::collections::BTreeMap<String, AuditMatchCount>,
+        /// Keyed by the user's e-mail, else their id.
+        pub user: std::collections::BTreeMap<String, AuditMatchCount>,
     }
 
     /// The values the viewer may filter on.
@@ -222,6 +245,8 @@ mod schemas {
         pub users: Vec<AuditFacetUser>,
         #[schema(inline)]
         pub outcomes: Vec<AuditOutcome>,
+        /// Counts for the request's filters; null when the store cannot count.
+        pub counts: Option<AuditFacetCounts>,
     }
 
     /// One actor offered as a `user` filter value.
@@ -478,6 +503,8 @@ pub(crate) fn document() -> OpenApi {
                 .schema_from::<schemas::AuditEventPage>()
                 .schema_from::<schemas::AuditFacets>()
                 .schema_from::<schemas::AuditFacetUser>()
+                .schema_from::<schemas::AuditMatchCount>()
+                .schema_from::<schemas::AuditFacetCounts>()
                 .schema_from::<schemas::AuditForwarding>()
                 .schema_from::<schemas::AuditSinkStatus>()
                 .schema_from::<schemas::AuditForwardHalt>()

@@ -21,7 +21,9 @@ pub enum Endpoint {
     Events,
     /// `GET /export`
     Export,
-    /// Routes taking no parameter at all (`/events/{id}`, `/facets`, `/openapi.json`).
+    /// `GET /facets`: the filter parameters, which its counts are for.
+    Facets,
+    /// Routes taking no parameter at all (`/events/{id}`, `/openapi.json`).
     NoParameters,
 }
 
@@ -30,6 +32,7 @@ impl Endpoint {
         match self {
             Endpoint::Events => "/events",
             Endpoint::Export => "/export",
+            Endpoint::Facets => "/facets",
             Endpoint::NoParameters => "this route",
         }
     }
@@ -71,6 +74,8 @@ pub struct ParameterSpec {
     pub events: bool,
     /// Accepted by `GET /export`.
     pub export: bool,
+    /// Accepted by `GET /facets` (the filters its counts are for).
+    pub facets: bool,
     /// The value's type.
     pub kind: ValueKind,
     /// What it matches, for the OpenAPI document.
@@ -83,6 +88,7 @@ impl ParameterSpec {
         match endpoint {
             Endpoint::Events => self.events,
             Endpoint::Export => self.export,
+            Endpoint::Facets => self.facets,
             Endpoint::NoParameters => false,
         }
     }
@@ -100,6 +106,7 @@ const fn filter(
         repeatable,
         events: true,
         export: true,
+        facets: true,
         kind,
         description,
     }
@@ -182,6 +189,7 @@ pub const PARAMETERS: &[ParameterSpec] = &[
     ),
     ParameterSpec {
         export: false,
+        facets: false,
         ..filter(
             "limit",
             false,
@@ -191,6 +199,7 @@ pub const PARAMETERS: &[ParameterSpec] = &[
     },
     ParameterSpec {
         export: false,
+        facets: false,
         ..filter(
             "cursor",
             false,
@@ -200,6 +209,7 @@ pub const PARAMETERS: &[ParameterSpec] = &[
     },
     ParameterSpec {
         events: false,
+        facets: false,
         ..filter(
             "format",
             false,
@@ -209,6 +219,7 @@ pub const PARAMETERS: &[ParameterSpec] = &[
     },
     ParameterSpec {
         events: false,
+        facets: false,
         ..filter(
             "columns",
             false,
@@ -218,6 +229,7 @@ pub const PARAMETERS: &[ParameterSpec] = &[
     },
     ParameterSpec {
         events: false,
+        facets: false,
         ..filter(
             "chain_head",
             false,

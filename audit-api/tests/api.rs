@@ -21,7 +21,170 @@ on_both_stores!(
     export_columns_and_filters,
     formula_cells_are_neutralised,
     bad_input_never_fails_the_server,
+    totals_and_facet_counts,
 );
+
+/// `/events` answers the number of matches and `/facets` the count per value for the
+/// current filters, both within the viewer's tenants and exact up to the router's bound.
+async fn totals_and_facet_counts(store: Arc<dyn AuditStore>) {
+    let seeded = seed(&store).await;
+    let app = app(store.clone());
+    let total = |user: &'static str, query: &'static str| {
+        let app = app.clone();
+        async move {
+            let answer = get(&app, Some(user), &format!("/events?limit=2&{query}")).await;
+            assert_eq!(answer.status, 200, "{query}");
+            answer.json()["total"].clone()
+        }
+    };
+    let exact = |count: usize| serde_json::json!({"count": count, "exact": true});
+    assert_eq!(total("root", "").await, exact(seeded.all.len()));
+    assert_eq!(
+        total("root", "category=Model&status=deny").await,
+        exact(
+            seeded
+                .ids(|e| e.category == "Model" && e.outcome == Outcome::Deny)
+                .len()
+        )
+    );
+    assert_eq!(
+        total("alice", "action=train").await,
+        exact(
+            seeded
+                .ids(|e| e.action == Action::Train && e.tenant.as_deref() == Some("acme"))
+                .len()
+        )
+    );
+    assert_eq!(total("root", "category=Nothing").await, exact(0));
+    // The total is of every page, whatever the page size and cursor.
+    let first = get(&app, Some("root"), "/events?limit=2&category=Plan")
+        .await
+        .json();
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let second = get(
+        &app,
+        Some("root"),
+        &format!("/events?limit=2&category=Plan&cursor={cursor}"),
+    )
+    .await
+    .json();
+    assert_eq!(first["total"], second["total"]);
+    assert_eq!(
+        first["total"],
+        exact(seeded.ids(|e| e.category == "Plan").len())
+    );
+
+    // Past the bound: the bound, not exact.
+    let bounded = axum::Router::new().nest(
+        common::PREFIX,
+        audit_api::AuditRouter::from_shared(store.clone(), common::test_policy)
+            .count_bound(5)
+            .into_router(),
+    );
+    let answer = get(&bounded, Some("root"), "/events").await.json();
+    assert_eq!(
+        answer["total"],
+        serde_json::json!({"count": 5, "exact": false})
+    );
+    let answer = get(&bounded, Some("root"), "/events?request_id=req-3")
+        .await
+        .json();
+    assert_eq!(answer["total"], exact(1));
+
+    // Facet counts: per value, the current filters with that parameter set to the value.
+    let facets = get(
+        &app,
+        Some("root"),
+        "/facets?status=deny&resource_name=churn",
+    )
+    .await;
+    assert_eq!(facets.status, 200);
+    let facets = facets.json();
+    let denied_churn = |e: &AuditEvent| {
+        e.outcome == Outcome::Deny
+            && e.resource_name
+                .as_deref()
+                .is_some_and(|n| n.to_lowercase().contains("churn"))
+    };
+    let churn = |e: &AuditEvent| {
+        e.resource_name
+            .as_deref()
+            .is_some_and(|n| n.to_lowercase().contains("churn"))
+    };
+    for category in ["Model", "Dataset Rule", "Field", "Plan"] {
+        assert_eq!(
+            facets["counts"]["category"][category],
+            exact(
+                seeded
+                    .ids(|e| denied_churn(e) && e.category == category)
+                    .len()
+            ),
+            "{category}"
+        );
+    }
+    // The outcome's own count ignores the outcome filter: what choosing it would give.
+    assert_eq!(
+        facets["counts"]["status"]["allow"],
+        exact(
+            seeded
+                .ids(|e| churn(e) && e.outcome == Outcome::Allow)
+                .len()
+        )
+    );
+    assert_eq!(
+        facets["counts"]["action"]["train"],
+        exact(
+            seeded
+                .ids(|e| denied_churn(e) && e.action == Action::Train)
+                .len()
+        )
+    );
+    // Users are keyed by the value the page filters with (the e-mail), matched ignoring case.
+    assert_eq!(
+        facets["counts"]["user"]["Bob@Acme.test"],
+        exact(
+            seeded
+                .ids(|e| denied_churn(e) && e.actor_id.as_deref() == Some("u-bob"))
+                .len()
+        )
+    );
+    // Within the viewer's tenants.
+    let dave = get(&app, Some("dave"), "/facets").await.json();
+    assert_eq!(
+        dave["counts"]["category"]["Model"],
+        exact(
+            seeded
+                .ids(|e| e.category == "Model" && e.tenant.as_deref() == Some("globex"))
+                .len()
+        )
+    );
+    assert_eq!(
+        dave["counts"]["user"]["alice@acme.test"],
+        exact(
+            seeded
+                .ids(|e| {
+                    e.actor_id.as_deref() == Some("u-alice")
+                        && e.tenant.as_deref() == Some("globex")
+                })
+                .len()
+        )
+    );
+    // Bounded the same way, and filters are checked like everywhere else.
+    let bounded_facets = get(&bounded, Some("root"), "/facets").await.json();
+    assert_eq!(
+        bounded_facets["counts"]["status"]["allow"],
+        serde_json::json!({"count": 5, "exact": false})
+    );
+    get(&app, Some("root"), "/facets?categry=Model")
+        .await
+        .assert_invalid("categry");
+    get(&app, Some("root"), "/facets?limit=5")
+        .await
+        .assert_invalid("limit");
+    get(&app, Some("root"), "/facets?from=2026-13-45")
+        .await
+        .assert_invalid("from");
+}
 
 async fn every_filter_parameter(store: Arc<dyn AuditStore>) {
     let seeded = seed(&store).await;
@@ -231,11 +394,13 @@ async fn tenant_isolation(store: Arc<dyn AuditStore>) {
     );
 
     // Facets: only what the viewer's tenants hold.
-    let facets = get(&app, Some("dave"), "/facets").await.json();
+    let mut facets = get(&app, Some("dave"), "/facets").await.json();
     let expected = store
         .facets(&audit_store::TenantScope::only(["globex"]))
         .await
         .unwrap();
+    // The counts are checked in `totals_and_facet_counts`.
+    facets.as_object_mut().unwrap().remove("counts");
     assert_eq!(facets, serde_json::to_value(&expected).unwrap());
     let emails: Vec<&str> = facets["users"]
         .as_array()
@@ -753,7 +918,8 @@ async fn bad_input_never_fails_the_server(store: Arc<dyn AuditStore>) {
         ("/export?columns=", "columns"),
         ("/export?columns=id,,action", "columns"),
         ("/export?columns=id,id", "columns"),
-        ("/facets?tenant=acme", "tenant"),
+        ("/facets?tenant=", "tenant"),
+        ("/facets?cursor=x", "cursor"),
         ("/openapi.json?x=1", "x"),
         ("/events/not-a-uuid", "id"),
     ];
@@ -863,13 +1029,9 @@ async fn openapi_lists_every_route_and_parameter() {
         accepted(audit_api::Endpoint::Export)
     );
     assert!(names("/export").contains(&"chain_head".to_owned()));
-    for path in [
-        "/facets",
-        "/events/{id}",
-        "/checkpoint",
-        "/openapi.json",
-        "/",
-    ] {
+    assert_eq!(names("/facets"), accepted(audit_api::Endpoint::Facets));
+    assert!(names("/facets").contains(&"category".to_owned()));
+    for path in ["/events/{id}", "/checkpoint", "/openapi.json", "/"] {
         assert!(names(path).is_empty(), "{path}");
     }
     // And the parser accepts every documented parameter (the table is the parser's own).
@@ -911,7 +1073,24 @@ async fn openapi_lists_every_route_and_parameter() {
             .cloned()
             .collect();
     facet_keys.sort();
-    assert_eq!(facet_keys, ["actions", "categories", "outcomes", "users"]);
+    assert_eq!(
+        facet_keys,
+        ["actions", "categories", "counts", "outcomes", "users"]
+    );
+    let page_keys = document["components"]["schemas"]["AuditEventPage"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(page_keys, ["items", "next_cursor", "total"]);
+    let count_keys = document["components"]["schemas"]["AuditMatchCount"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(count_keys, ["count", "exact"]);
     // The column names are the event's fields, but for its chain link.
     let mut columns: Vec<String> = Column::ALL.iter().map(|c| c.name().to_owned()).collect();
     columns.sort();

@@ -119,6 +119,7 @@ async function shownIds(p = page) {
 /** Waits until the list has settled (no request in flight, state rendered). */
 async function settled(p = page) {
   await p.waitForFunction(() => document.body.dataset.facets === 'loaded'
+    && document.body.dataset.counts !== 'loading'
     && !document.body.classList.contains('is-loading')
     && document.querySelector('#table-state').dataset.state !== 'loading');
 }
@@ -246,7 +247,41 @@ test('more rows come through the cursor', async () => {
   assert.ok(params.get('cursor'), 'the second page is asked for with the cursor');
   const expected = await apiIds('', 200);
   assert.deepEqual(await shownIds(), expected);
-  assert.match(await page.textContent('#result-count'), /^200 events shown/);
+  const { total } = (await api('admin/audit/events?limit=1')).body;
+  assert.ok(total.exact && total.count > 200);
+  assert.equal(await page.textContent('#result-count'), `${total.count.toLocaleString('en-US')} events match · 200 shown`);
+});
+
+test('the total above the table and the counts in the filter menus follow the filters', async () => {
+  await page.goto(`${LOG}?category=Model`);
+  await page.waitForSelector('#log-body tr');
+  await settled();
+  const totalOf = async (query) => (await api(`admin/audit/events?limit=1&${query}`)).body.total;
+  let total = await totalOf('category=Model');
+  assert.equal(total.exact, true);
+  assert.equal(await page.getAttribute('#result-count', 'data-total'), String(total.count));
+  assert.ok((await page.textContent('#result-count')).startsWith(`${total.count.toLocaleString('en-US')} events match`));
+  const menuCounts = (key) => page.$$eval(`#multi-pop-${key} .facet-count`, (nodes) => Object.fromEntries(nodes.map((n) => [n.dataset.value, n.textContent])));
+  const expectedCounts = async (query, key) => {
+    const { body } = await api(`admin/audit/facets?${query}`);
+    return Object.fromEntries(Object.entries(body.counts[key]).map(([value, c]) => [value, `${c.count.toLocaleString('en-US')}${c.exact ? '' : '+'}`]));
+  };
+  const actions = await menuCounts('action');
+  assert.ok(Object.keys(actions).length >= 3, JSON.stringify(actions));
+  const wanted = await expectedCounts('category=Model', 'action');
+  for (const [value, text] of Object.entries(actions)) assert.equal(text, wanted[value], `action ${value}`);
+  // The category menu counts what choosing each category instead would give.
+  const categories = await menuCounts('category');
+  assert.equal(categories.Model, `${total.count.toLocaleString('en-US')}`);
+  assert.deepEqual(categories, await expectedCounts('category=Model', 'category'));
+  // A further filter updates the total and the counts in place.
+  await toggleMulti('status', 'deny');
+  await settled();
+  total = await totalOf('category=Model&status=deny');
+  assert.equal(await page.getAttribute('#result-count', 'data-total'), String(total.count));
+  assert.deepEqual(await menuCounts('action'), await expectedCounts('category=Model&status=deny', 'action'));
+  await screenshot('activity-log-counts');
+  await eventsRequest(() => page.click('#clear-filters'));
 });
 
 test('each filter shows exactly what the API answers, and they combine', async () => {
