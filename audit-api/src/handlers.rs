@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::export::{CHAIN_HEAD_HEADER, Column, ExportBody, encoder, pin, pinned};
+use crate::export::{CHAIN_HEAD_HEADER, Column, ExportBody, ExportRecord, encoder, pin, pinned};
 use crate::guard::{CanExport, CanView, CanViewPage};
 use crate::page;
 use crate::params::{Endpoint, PARAMETERS, ParsedQuery, parse_query};
@@ -295,19 +295,26 @@ pub(crate) async fn export(
     if let Some(head) = head {
         attributes.insert("chain_head".into(), Value::from(head));
     }
-    // An export that cannot be recorded does not happen: the audit log must know of every
-    // copy of itself that left the building.
-    state
-        .sink
-        .record(export_event(&facts, &viewer, &file_name, attributes))
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, "could not record an export; refusing it");
-            ApiError::SelfAuditUnavailable
-        })?;
-    let body = Body::from_stream(ExportBody::new(first, events, encoder(format, columns)));
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\""))
         .map_err(|_| ApiError::Internal)?;
+    // An export that cannot be recorded does not happen: the audit log must know of every
+    // copy of itself that left the building. Room for its event is taken now; the event is
+    // written when the stream ends (or is cut short), with the rows, bytes and duration.
+    let slot = std::sync::Arc::clone(&state.sink)
+        .reserve()
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "could not reserve the record of an export; refusing it");
+            ApiError::SelfAuditUnavailable
+        })?;
+    let record = ExportRecord::new(
+        export_event(&facts, &viewer, &file_name, attributes),
+        slot,
+        facts.started(),
+    );
+    let body = Body::from_stream(
+        ExportBody::new(first, events, encoder(format, columns)).recorded(record),
+    );
     let mut response = (
         [
             (

@@ -65,7 +65,7 @@ pub use export::{Column, ExportFormat};
 pub use openapi::openapi;
 pub use params::{Endpoint, PARAMETERS, ParameterSpec, ValueKind};
 pub use router::{AuditRouter, DEFAULT_COUNT_BOUND, router};
-pub use self_audit::{AUDIT_LOG_CATEGORY, AuditSink, RecorderSink, SinkError};
+pub use self_audit::{AUDIT_LOG_CATEGORY, AuditSink, RecorderSink, SinkError, SinkSlot};
 /// The utoipa release [`openapi()`] returns a document of (feature `utoipa`).
 #[cfg(feature = "utoipa")]
 pub use utoipa;

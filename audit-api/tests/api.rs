@@ -22,7 +22,52 @@ on_both_stores!(
     formula_cells_are_neutralised,
     bad_input_never_fails_the_server,
     totals_and_facet_counts,
+    exports_are_recorded_with_rows_bytes_and_duration,
 );
+
+/// A download's own event says how many rows and bytes went out and how long the whole
+/// stream took, recorded by the time the file is complete.
+async fn exports_are_recorded_with_rows_bytes_and_duration(store: Arc<dyn AuditStore>) {
+    let seeded = seed(&store).await;
+    let app = app(store);
+    let downloads = || {
+        let app = app.clone();
+        async move {
+            let answer = get(
+                &app,
+                Some("root"),
+                "/events?category=Audit%20Log&action=download",
+            )
+            .await;
+            serde_json::from_value::<Vec<AuditEvent>>(answer.json()["items"].clone()).unwrap()
+        }
+    };
+    for (query, rows) in [
+        (
+            "/export?category=Model",
+            seeded.ids(|e| e.category == "Model").len(),
+        ),
+        // The first download's own event is in the log by now.
+        ("/export?format=json", seeded.all.len() + 1),
+        ("/export?format=ndjson&category=Nothing", 0),
+    ] {
+        let answer = get(&app, Some("root"), query).await;
+        assert_eq!(answer.status, 200, "{query}");
+        // Read right after the body ended: no waiting, the event is already stored.
+        let latest = downloads().await.into_iter().next().unwrap();
+        let attributes = &latest.attributes;
+        assert_eq!(attributes["rows"], rows, "{query}");
+        assert_eq!(attributes["bytes"], answer.body.len(), "{query}");
+        assert_eq!(attributes["completed"], true, "{query}");
+        assert_eq!(attributes["end"], "complete", "{query}");
+        assert!(latest.duration_ms > 0.0, "{query}");
+        assert_eq!(latest.status, 200);
+        if let Some(format) = query.split("format=").nth(1) {
+            assert_eq!(attributes["format"], format.split('&').next().unwrap());
+        }
+    }
+    assert_eq!(downloads().await.len(), 3, "one event per download");
+}
 
 /// `/events` answers the number of matches and `/facets` the count per value for the
 /// current filters, both within the viewer's tenants and exact up to the router's bound.
