@@ -563,11 +563,14 @@ function showBlocked(error) {
   const notice = $('notice');
   notice.className = 'notice blocked';
   notice.dataset.status = String(error.status);
+  const signIn = meta('audit-sign-in-url');
   notice.replaceChildren(
     el('h2', {}, title),
     el('p', {}, text),
     el('p', { class: 'muted' }, `The server said: ${error.message}`),
-    el('button', { type: 'button', class: 'button', onclick: () => location.reload() }, 'Reload'),
+    el('div', { class: 'notice-actions' },
+      signIn ? el('a', { class: 'button primary', id: 'sign-in', href: signIn }, signedOut ? 'Sign in' : 'Sign in as someone else') : null,
+      el('button', { type: 'button', class: 'button', onclick: () => location.reload() }, 'Reload')),
   );
   notice.hidden = false;
   document.body.classList.add('is-blocked');

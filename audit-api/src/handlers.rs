@@ -37,7 +37,7 @@ pub(crate) async fn page(
 ) -> Response {
     let path = original.path();
     if path.ends_with('/') {
-        return page::activity_log(&viewer, None);
+        return page::activity_log(&viewer, None, state.sign_in_url.as_deref());
     }
     let trailing_slash_is_routed = state.page_at_trailing_slash
         || matched.is_some_and(|matched| matched.as_str().ends_with('/'));
@@ -48,7 +48,11 @@ pub(crate) async fn page(
         };
         return Redirect::permanent(&target).into_response();
     }
-    page::activity_log(&viewer, Some(&format!("{path}/")))
+    page::activity_log(
+        &viewer,
+        Some(&format!("{path}/")),
+        state.sign_in_url.as_deref(),
+    )
 }
 
 /// The body of `GET /events`.
@@ -254,7 +258,9 @@ pub(crate) async fn not_found(State(state): State<AppState>, request: Request) -
     let is_page = matches!(parts.uri.path(), "" | "/") && parts.method == http::Method::GET;
     if is_page {
         return match CanViewPage::from_request_parts(&mut parts, &state).await {
-            Ok(CanViewPage(viewer)) => page::activity_log(&viewer, None),
+            Ok(CanViewPage(viewer)) => {
+                page::activity_log(&viewer, None, state.sign_in_url.as_deref())
+            }
             Err(denied) => denied,
         };
     }

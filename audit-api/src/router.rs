@@ -33,6 +33,8 @@ pub(crate) struct Inner {
     pub(crate) openapi_json: Bytes,
     /// How far `/events` totals and `/facets` counts are exact ([`AuditRouter::count_bound`]).
     pub(crate) count_bound: u64,
+    /// Where the denial pages send a visitor to sign in ([`AuditRouter::sign_in_url`]).
+    pub(crate) sign_in_url: Option<String>,
     /// Whether `{prefix}/` is routed to the page ([`AuditRouter::mount`]); if not, the page
     /// is served at the bare prefix, where plain `Router::nest` puts the `/` route.
     pub(crate) page_at_trailing_slash: bool,
@@ -230,6 +232,7 @@ pub struct AuditRouter {
     signer: Option<Arc<CheckpointSigner>>,
     forwarding: Option<Arc<dyn ForwardingStatus>>,
     count_bound: u64,
+    sign_in_url: Option<String>,
 }
 
 impl std::fmt::Debug for AuditRouter {
@@ -252,6 +255,7 @@ impl AuditRouter {
             signer: None,
             forwarding: None,
             count_bound: DEFAULT_COUNT_BOUND,
+            sign_in_url: None,
         }
     }
 
@@ -264,6 +268,7 @@ impl AuditRouter {
             signer: None,
             forwarding: None,
             count_bound: DEFAULT_COUNT_BOUND,
+            sign_in_url: None,
         }
     }
 
@@ -326,6 +331,29 @@ impl AuditRouter {
     /// ```
     pub fn count_bound(mut self, bound: u64) -> Self {
         self.count_bound = bound;
+        self
+    }
+
+    /// Links the page's "sign in" answers to `url`, the host's sign-in page: the 401 page a
+    /// visitor who is not signed in gets offers "Sign in", the 403 page "Sign in as someone
+    /// else", and the open page says the same when a session ends. Without it they only say
+    /// to sign in.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use audit_api::{Access, AuditRouter};
+    /// use audit_store::SqliteStore;
+    /// use http::request::Parts;
+    ///
+    /// let store = SqliteStore::connect("sqlite::memory:").await?;
+    /// let policy = |_: &Parts| async { Access::Unauthenticated };
+    /// let router = AuditRouter::new(store, policy).sign_in_url("/login").into_router();
+    /// # let _ = router;
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+    /// ```
+    pub fn sign_in_url(mut self, url: impl Into<String>) -> Self {
+        self.sign_in_url = Some(url.into());
         self
     }
 
@@ -423,6 +451,7 @@ impl AuditRouter {
             signer: self.signer,
             openapi_json: openapi::document_json(),
             count_bound: self.count_bound,
+            sign_in_url: self.sign_in_url,
             page_at_trailing_slash,
         }));
         let mut router = Router::new();

@@ -1246,3 +1246,56 @@ async fn responses_are_not_cached() {
     let denied = get(&app, None, "/events").await;
     assert_eq!(denied.headers["cache-control"], "no-store");
 }
+
+#[tokio::test]
+async fn denial_pages_are_styled_and_link_to_sign_in() {
+    let store = common::sqlite_store().await;
+    let with_link = axum::Router::new().merge(
+        audit_api::AuditRouter::from_shared(store.clone(), common::test_policy)
+            .sign_in_url("/login?next=/admin/audit/")
+            .mount(common::PREFIX),
+    );
+    let signed_out = get(&with_link, None, "/").await;
+    assert_eq!(signed_out.status, 401);
+    let html = signed_out.text();
+    assert!(
+        html.contains("<h1>Sign in to see the activity log</h1>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("id=\"sign-in\" href=\"/login?next=/admin/audit/\""),
+        "{html}"
+    );
+    // Styled like the page, by one inline style the policy names by its hash.
+    assert!(html.contains("<style>") && html.contains("class=\"notice\""));
+    let policy = signed_out.headers["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(policy.contains("style-src 'sha256-"), "{policy}");
+    assert!(!policy.contains("unsafe"));
+    assert!(policy.contains("script-src 'self'"));
+    let forbidden = get(&with_link, Some("bob"), "/").await;
+    assert_eq!(forbidden.status, 403);
+    assert!(forbidden.text().contains("Sign in as someone else"));
+    assert!(
+        forbidden
+            .text()
+            .contains("you do not hold the audit permission")
+    );
+    // The page itself knows the link, for a session that ends while it is open.
+    let page = get(&with_link, Some("erin"), "/").await;
+    assert!(
+        page.text()
+            .contains("<meta name=\"audit-sign-in-url\" content=\"/login?next=/admin/audit/\">")
+    );
+    // Without a sign-in URL: no link, still styled.
+    let without = app(store);
+    let plain = get(&without, None, "").await;
+    assert_eq!(plain.status, 401);
+    assert!(!plain.text().contains("id=\"sign-in\""));
+    assert!(plain.text().contains("Sign in to the application"));
+    // The JSON routes keep their JSON errors.
+    let json = get(&with_link, None, "/events").await;
+    assert_eq!(json.status, 401);
+    assert_eq!(json.json()["error"], "unauthenticated");
+}
