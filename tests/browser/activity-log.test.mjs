@@ -54,14 +54,14 @@ async function apiIds(query, limit = 100) {
 }
 
 /** Every event `/events` answers for `query`, following the cursor. */
-async function apiAll(query) {
+async function apiAll(query, token = 'alice-token') {
   const items = [];
   let cursor = null;
   do {
     const params = new URLSearchParams(query);
     params.set('limit', '1000');
     if (cursor) params.set('cursor', cursor);
-    const { body } = await api(`admin/audit/events?${params}`);
+    const { body } = await api(`admin/audit/events?${params}`, token);
     items.push(...body.items);
     cursor = body.next_cursor;
   } while (cursor);
@@ -239,6 +239,54 @@ test('signing in lands on the page: newest first, local times with the zone name
   }).format(new Date(first.occurred_at));
   assert.equal(await time.textContent(), local);
   await screenshot('activity-log-desktop');
+});
+
+test('the demo history keeps one name per resource and lifecycles in order; olga sees every tenant and the tenantless denials', async () => {
+  const all = await apiAll('', 'olga-token');
+  const tenants = new Set(all.map((e) => e.tenant));
+  assert.ok(tenants.has('acme') && tenants.has('globex') && tenants.has(null), [...tenants].join(', '));
+  // The invented history (resource ids from 1000; this suite's own resources count from 1).
+  const history = all.filter((e) => /^\d+$/.test(e.resource_id || '') && Number(e.resource_id) >= 1000).reverse();
+  assert.ok(history.length > 200, `${history.length} history events`);
+  const names = new Map();
+  for (const e of history) {
+    if (!e.resource_name) continue;
+    if (!names.has(e.resource_id)) names.set(e.resource_id, new Set());
+    names.get(e.resource_id).add(e.resource_name);
+  }
+  for (const [id, set] of names) assert.equal(set.size, 1, `resource ${id} has names ${[...set].join(' | ')}`);
+  // Allowed events per resource: born by a create (or as a clone's copy), nothing after a delete.
+  const born = new Set();
+  const dead = new Set();
+  const actions = new Set();
+  for (const e of history.filter((x) => x.outcome === 'allow')) {
+    actions.add(e.action);
+    assert.ok(!dead.has(e.resource_id), `${e.action} of ${e.resource_id} after its delete`);
+    if (e.action === 'create') born.add(e.resource_id);
+    assert.ok(born.has(e.resource_id), `${e.action} of ${e.resource_id} before its create`);
+    if (e.action === 'clone') born.add(e.attributes.clone_id);
+    if (e.action === 'delete') dead.add(e.resource_id);
+  }
+  for (const action of ['create', 'update', 'train', 'clone', 'delete']) assert.ok(actions.has(action), `no ${action} in the history`);
+  // Tenantless denials: olga sees them, alice (acme only) does not.
+  const anonymous = all.filter((e) => e.tenant === null && e.status === 401);
+  assert.ok(anonymous.length > 0, 'the history has unauthenticated attempts');
+  assert.ok((await apiAll('status=deny')).every((e) => e.tenant === 'acme'));
+  // olga may read and export everything, and change nothing.
+  assert.equal((await api('api/models', 'olga-token', { method: 'POST', body: '{"name": "x"}' })).status, 403);
+  const ctx = await newContext();
+  const p = await newPage(ctx);
+  await p.goto(`${BASE}login?as=olga`);
+  await p.goto(`${LOG}?status=deny`);
+  await p.waitForSelector('#log-body tr');
+  await settled(p);
+  assert.match(await p.textContent('#who'), /olga@platform\.test · Tenant: all/);
+  assert.equal(await p.isDisabled('#download-button'), false);
+  const { total } = (await api('admin/audit/events?status=deny&limit=1', 'olga-token')).body;
+  assert.equal(await p.getAttribute('#result-count', 'data-total'), String(total.count));
+  assert.ok(await p.$$eval('#log-body td[data-column="actor_email"]', (cells) => cells.some((c) => c.textContent === 'Not signed in')));
+  await screenshot('activity-log-olga', p);
+  await ctx.close();
 });
 
 test('more rows come through the cursor', async () => {
@@ -786,12 +834,22 @@ test('401 and 403 from the API show a clear message, not a broken page', async (
     assert.equal(signedOutResponse.status(), 401);
     const signedOut = await p.textContent('h1');
     assert.match(signedOut, /Sign in to see the activity log/);
+    // Styled like the page (its inline style allowed by hash), with the demo's sign-in link.
+    assert.equal(await p.evaluate(() => getComputedStyle(document.body).backgroundColor), 'rgb(246, 247, 249)');
+    assert.equal(await p.evaluate(() => getComputedStyle(document.querySelector('.notice')).borderLeftWidth), '4px');
+    assert.equal(await p.getAttribute('#sign-in', 'href'), '/login');
+    await screenshot('activity-log-401-page', p);
+    await p.click('#sign-in');
+    await p.waitForSelector('a[href="/login?as=olga"], a[href="/login?as=alice"]');
+    assert.equal(new URL(p.url()).pathname, '/login');
     // bob opening the page directly gets the server's HTML answer.
     await ctx.addCookies([{ name: 'session', value: 'bob-token', url: origin }]);
     const response = await p.goto(LOG);
     assert.equal(response.status(), 403);
     assert.match(await p.textContent('h1'), /You cannot see the activity log/);
     assert.match(await p.textContent('body'), /you do not hold the audit permission/);
+    assert.match(await p.textContent('#sign-in'), /Sign in as someone else/);
+    await screenshot('activity-log-403-page', p);
     // A page already open when the session ends says so on its next request.
     await p.goto(`${BASE}login?as=alice`);
     await p.waitForSelector('#log-body tr');
@@ -801,6 +859,7 @@ test('401 and 403 from the API show a clear message, not a broken page', async (
     await p.waitForSelector('#notice:not([hidden])');
     assert.equal(await p.getAttribute('#notice', 'data-status'), '401');
     assert.match(await p.textContent('#notice h2'), /Sign in/);
+    assert.equal(await p.getAttribute('#notice #sign-in', 'href'), '/login');
   } finally {
     expectConsoleErrors = false;
     await ctx.close();
