@@ -388,6 +388,8 @@ const state = {
   controller: null,
   facets: { categories: [], actions: [], users: [], outcomes: ['allow', 'deny'] },
   selectedId: '',
+  /** The row holding the table's one Tab stop. */
+  activeId: '',
   blocked: false,
   /** `{count, exact}` of the list's filters, from `/events`. */
   total: null,
@@ -495,9 +497,26 @@ function renderHead() {
   }));
 }
 
+/**
+ * The table is one Tab stop: only the current row (roving tabindex) has tabindex 0, the
+ * others -1; the arrow keys, Home and End move it.
+ */
+function rovingRow() {
+  const body = $('log-body');
+  return body.querySelector('tr[tabindex="0"]') || body.rows[0] || null;
+}
+
+function setRovingRow(row, focus) {
+  if (!row) return;
+  for (const other of $('log-body').querySelectorAll('tr[tabindex="0"]')) if (other !== row) other.tabIndex = -1;
+  row.tabIndex = 0;
+  state.activeId = row.dataset.id;
+  if (focus) row.focus();
+}
+
 function renderRow(event) {
   const row = el('tr', {
-    tabindex: '0',
+    tabindex: '-1',
     'data-id': event.id,
     class: event.outcome === 'deny' ? 'is-deny' : '',
     'aria-selected': event.id === state.selectedId ? 'true' : 'false',
@@ -510,6 +529,9 @@ function renderRow(event) {
 
 function renderRows() {
   $('log-body').replaceChildren(...state.events.map(renderRow));
+  const body = $('log-body');
+  const current = state.activeId && [...body.rows].find((r) => r.dataset.id === state.activeId);
+  setRovingRow(current || body.rows[0], false);
 }
 
 /** A bounded count as text: `515`, or `10,000+` when counting stopped at the bound. */
@@ -658,7 +680,8 @@ async function loadEvents({ append = false, fromUrl = false } = {}) {
   if (append && state.nextCursor) params.set('cursor', state.nextCursor);
   state.loading = true;
   document.body.classList.add('is-loading');
-  $('load-more').disabled = true;
+  // Not `disabled`: a disabled button drops the keyboard focus to the page.
+  $('load-more').setAttribute('aria-disabled', 'true');
   if (append) {
     $('load-more').textContent = 'Loading…';
   } else {
@@ -673,7 +696,12 @@ async function loadEvents({ append = false, fromUrl = false } = {}) {
     state.nextCursor = page.next_cursor || null;
     state.total = page.total && typeof page.total === 'object' ? page.total : null;
     if (append) {
-      $('log-body').append(...items.map(renderRow));
+      const rows = items.map(renderRow);
+      $('log-body').append(...rows);
+      // Focus stays on Load more while there is more; when it goes, on the first new row.
+      if (!state.nextCursor && document.activeElement === $('load-more') && rows.length) {
+        setRovingRow(rows[0], true);
+      }
     } else {
       renderRows();
     }
@@ -704,8 +732,9 @@ async function loadEvents({ append = false, fromUrl = false } = {}) {
       document.body.classList.remove('is-loading');
       $('log-table').removeAttribute('aria-busy');
       const more = $('load-more');
+      if (!state.nextCursor && document.activeElement === more) setRovingRow(rovingRow(), true);
       more.hidden = !state.nextCursor;
-      more.disabled = false;
+      more.removeAttribute('aria-disabled');
       more.textContent = 'Load more';
       renderSummary();
     }
@@ -1282,12 +1311,12 @@ function onTableKey(event) {
   } else if (event.key === 'ArrowDown' || event.key === 'ArrowUp') {
     event.preventDefault();
     const next = event.key === 'ArrowDown' ? row.nextElementSibling : row.previousElementSibling;
-    if (next) next.focus();
+    if (next) setRovingRow(next, true);
     else if (event.key === 'ArrowDown' && state.nextCursor) $('load-more').focus();
   } else if (event.key === 'Home' || event.key === 'End') {
     event.preventDefault();
     const rows = $('log-body').rows;
-    if (rows.length) rows[event.key === 'Home' ? 0 : rows.length - 1].focus();
+    if (rows.length) setRovingRow(rows[event.key === 'Home' ? 0 : rows.length - 1], true);
   }
 }
 
@@ -1318,9 +1347,12 @@ function init() {
   const canExport = meta('audit-can-export') !== 'false';
   const download = $('download-button');
   if (!canExport) {
-    download.disabled = true;
-    download.title = 'You can view the activity log but do not hold the audit export permission.';
-    download.after(el('span', { class: 'visually-hidden', id: 'download-disabled-note' }, download.title));
+    // aria-disabled, not disabled: the button stays focusable, so keyboard and screen-reader
+    // users reach it and hear why it does nothing.
+    const reason = 'You can view the activity log but do not hold the audit export permission.';
+    download.setAttribute('aria-disabled', 'true');
+    download.title = reason;
+    download.after(el('span', { class: 'visually-hidden', id: 'download-disabled-note' }, reason));
     download.setAttribute('aria-describedby', 'download-disabled-note');
   }
 
@@ -1372,7 +1404,13 @@ function init() {
 
   $('log-body').addEventListener('keydown', onTableKey);
   $('log-body').addEventListener('click', onTableClick);
-  $('load-more').addEventListener('click', () => loadEvents({ append: true }));
+  $('load-more').addEventListener('click', () => {
+    if ($('load-more').getAttribute('aria-disabled') !== 'true') loadEvents({ append: true });
+  });
+  $('log-body').addEventListener('focusin', (e) => {
+    const row = e.target.closest('tr[data-id]');
+    if (row && row.tabIndex !== 0) setRovingRow(row, false);
+  });
 
   $('detail-close').addEventListener('click', () => closeDetail());
   $('same-request').addEventListener('click', () => {
@@ -1404,7 +1442,10 @@ function init() {
     renderColumnsList();
   });
 
-  download.addEventListener('click', openDownloadDialog);
+  download.addEventListener('click', () => {
+    if (download.getAttribute('aria-disabled') === 'true') toast(download.title);
+    else openDownloadDialog();
+  });
   for (const radio of document.querySelectorAll('input[name="format"]')) radio.addEventListener('change', updateDownloadLink);
   $('download-cancel').addEventListener('click', () => $('download-dialog').close());
   $('download-link').addEventListener('click', () => {

@@ -807,8 +807,16 @@ test('a viewer without the export permission cannot open the download', async ()
   const p = await newPage(ctx);
   await p.goto(`${BASE}login?as=erin`);
   await p.waitForSelector('#log-body tr');
-  assert.equal(await p.isDisabled('#download-button'), true);
+  // Disabled, yet focusable, with its reason for screen readers and a word when pressed.
+  assert.equal(await p.getAttribute('#download-button', 'aria-disabled'), 'true');
   assert.match(await p.getAttribute('#download-button', 'title'), /export permission/);
+  const described = await p.getAttribute('#download-button', 'aria-describedby');
+  assert.match(await p.textContent(`#${described}`), /do not hold the audit export permission/);
+  await p.focus('#download-button');
+  assert.equal(await p.evaluate(() => document.activeElement.id), 'download-button');
+  await p.keyboard.press('Enter');
+  await p.waitForFunction(() => /export permission/.test(document.querySelector('#toast').textContent));
+  assert.equal(await p.locator('#download-dialog[open]').count(), 0);
   await ctx.close();
 });
 
@@ -893,6 +901,84 @@ test('keyboard: every control is labelled, arrows move between rows', async () =
   await page.keyboard.press('Escape');
   assert.equal(await page.getAttribute('#multi-action', 'aria-expanded'), 'false');
   assert.equal(await page.evaluate(() => document.activeElement.id), 'multi-action');
+});
+
+test('keyboard: the table is one Tab stop with a roving row, focus survives Load more', async () => {
+  await page.evaluate(() => localStorage.clear());
+  await page.goto(LOG);
+  await page.waitForSelector('#log-body tr');
+  await settled();
+  const ids = await shownIds();
+  // One row, the first, is in the Tab order; every other row is reachable by arrows only.
+  assert.deepEqual(await page.$$eval('#log-body tr[tabindex="0"]', (rows) => rows.map((r) => r.dataset.id)), [ids[0]]);
+  assert.equal(await page.locator('#log-body tr[tabindex="-1"]').count(), ids.length - 1);
+  // Tab from the last filter control lands on that row; one more Tab leaves the table.
+  await page.focus('#multi-user');
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.id), ids[0]);
+  await page.keyboard.press('ArrowDown');
+  await page.keyboard.press('ArrowDown');
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.id), ids[2]);
+  assert.deepEqual(await page.$$eval('#log-body tr[tabindex="0"]', (rows) => rows.map((r) => r.dataset.id)), [ids[2]]);
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'load-more');
+  // Shift+Tab comes back to the row last used, not the first.
+  await page.keyboard.press('Shift+Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.id), ids[2]);
+  await page.keyboard.press('End');
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.id), ids[ids.length - 1]);
+  // Load more from the keyboard: the focus stays on the button, and the rows arrive.
+  await page.keyboard.press('ArrowDown');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'load-more');
+  await eventsRequest(() => page.keyboard.press('Enter'));
+  assert.equal((await shownIds()).length, 200);
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'load-more');
+  assert.equal(await page.locator('#log-body tr[tabindex="0"]').count(), 1);
+});
+
+test('layout at 1280 px: sticky column headers, nothing clipped, the panel beside the table', async () => {
+  await page.goto(LOG);
+  await page.waitForSelector('#log-body tr');
+  await settled();
+  const layout = () => page.evaluate(() => {
+    const wrap = document.querySelector('#table-wrap').getBoundingClientRect();
+    const heads = [...document.querySelectorAll('#log-head th')];
+    return {
+      pageOverflow: document.documentElement.scrollWidth - window.innerWidth,
+      tableOverflow: document.querySelector('#table-wrap').scrollWidth - document.querySelector('#table-wrap').clientWidth,
+      truncatedHeads: heads.filter((th) => th.scrollWidth > th.clientWidth).map((th) => th.dataset.column),
+      lastHeadRight: heads[heads.length - 1].getBoundingClientRect().right,
+      wrapRight: wrap.right,
+      buttonsVisible: [...document.querySelectorAll('.topbar-actions .button')].filter((b) => b.offsetParent)
+        .every((b) => { const r = b.getBoundingClientRect(); return r.left >= 0 && r.right <= window.innerWidth; }),
+    };
+  });
+  const wide = await layout();
+  assert.ok(wide.pageOverflow <= 0, `page overflows by ${wide.pageOverflow}px`);
+  assert.ok(wide.tableOverflow <= 0, `table overflows its box by ${wide.tableOverflow}px`);
+  assert.deepEqual(wide.truncatedHeads, []);
+  assert.ok(wide.lastHeadRight <= wide.wrapRight + 0.5);
+  assert.ok(wide.buttonsVisible);
+  // Scrolled through the rows, the column headers stay at the top of the table's box.
+  const headTop = () => page.evaluate(() => document.querySelector('#log-head th').getBoundingClientRect().top);
+  const wrapTop = await page.evaluate(() => document.querySelector('#table-wrap').getBoundingClientRect().top);
+  await page.evaluate(() => { document.querySelector('#table-wrap').scrollTop = 1500; });
+  assert.ok(Math.abs((await headTop()) - wrapTop) <= 1.5, 'the header row sticks');
+  assert.ok(await page.evaluate(() => document.querySelector('#table-wrap').scrollTop) > 1000, 'the rows scrolled');
+  await screenshot('activity-log-sticky-header');
+  await page.evaluate(() => { document.querySelector('#table-wrap').scrollTop = 0; });
+  // With the panel open the table shrinks beside it (scrolling sideways in its box), never under it.
+  await page.click('#log-body tr:first-child');
+  await page.waitForSelector('#detail:not([hidden])');
+  const withPanel = await page.evaluate(() => ({
+    wrapRight: document.querySelector('#table-wrap').getBoundingClientRect().right,
+    panelLeft: document.querySelector('#detail').getBoundingClientRect().left,
+    pageOverflow: document.documentElement.scrollWidth - window.innerWidth,
+  }));
+  assert.ok(withPanel.wrapRight <= withPanel.panelLeft + 0.5, JSON.stringify(withPanel));
+  assert.ok(withPanel.pageOverflow <= 0);
+  assert.ok(await layout().then((l) => l.buttonsVisible), 'the top bar buttons stay visible');
+  await page.keyboard.press('Escape');
 });
 
 test('phone width: no sideways scrolling, filters fold away, the panel fills the screen', async () => {
