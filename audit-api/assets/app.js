@@ -396,6 +396,7 @@ const state = {
   /** Per menu and value, `{count, exact}` for the list's filters, from `/facets`. */
   counts: null,
   countsController: null,
+  chartController: null,
   facetsLoaded: false,
   /** The page's URL could not be applied: the banner is shown, nothing is queried. */
   urlError: false,
@@ -674,6 +675,7 @@ async function loadEvents({ append = false, fromUrl = false } = {}) {
     state.nextCursor = null;
     state.total = null;
     loadCounts();
+    loadHistogram();
   }
   const params = new URLSearchParams(state.query);
   params.set('limit', String(PAGE_SIZE));
@@ -739,6 +741,108 @@ async function loadEvents({ append = false, fromUrl = false } = {}) {
       renderSummary();
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// The chart: allowed and denied events per hour or day (`/histogram`) for the list's
+// filters. A bar narrows the list to its time range.
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null) continue;
+    if (name === 'class') node.setAttribute('class', value);
+    else if (name.startsWith('on')) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, String(value));
+  }
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return node;
+}
+
+/** `hour` for spans up to three days, else `day`. */
+function chartInterval(query, now) {
+  const from = query.get('from') ? Date.parse(query.get('from')) : NaN;
+  const to = query.get('to') ? Date.parse(query.get('to')) : now;
+  if (Number.isNaN(from)) return 'day';
+  return to - from <= 3 * 24 * 3600e3 ? 'hour' : 'day';
+}
+
+async function loadHistogram() {
+  if (state.chartController) state.chartController.abort();
+  const controller = new AbortController();
+  state.chartController = controller;
+  document.body.dataset.histogram = 'loading';
+  const params = new URLSearchParams(state.query);
+  params.set('interval', chartInterval(state.query, Date.now()));
+  try {
+    const histogram = await getJson(`histogram?${params}`, controller.signal);
+    if (controller !== state.chartController) return;
+    renderChart(histogram);
+  } catch (error) {
+    if (error.name === 'AbortError') return;
+    // Too many bars for the range, or a store that cannot count: the list stands alone.
+    $('chart-wrap').hidden = true;
+  } finally {
+    if (controller === state.chartController) {
+      state.chartController = null;
+      document.body.dataset.histogram = 'loaded';
+    }
+  }
+}
+
+function renderChart(histogram) {
+  const buckets = Array.isArray(histogram.buckets) ? histogram.buckets : [];
+  const chart = $('chart');
+  const wrap = $('chart-wrap');
+  const count = (c) => (c && typeof c.count === 'number' ? c.count : 0);
+  const max = Math.max(0, ...buckets.map((b) => count(b.allow) + count(b.deny)));
+  if (!buckets.length || max === 0) {
+    wrap.hidden = true;
+    chart.replaceChildren();
+    return;
+  }
+  const height = 60;
+  const step = 10;
+  chart.setAttribute('viewBox', `0 0 ${buckets.length * step} ${height}`);
+  const hourly = histogram.interval === 'hour';
+  const label = (b) => {
+    const start = new Date(Date.parse(b.start));
+    const when = hourly ? timeFormat.format(start) : start.toLocaleDateString(undefined, { year: 'numeric', month: 'short', day: 'numeric', timeZone: 'UTC' });
+    return `${when}${hourly ? '' : ' (UTC)'}: ${countText(b.allow)} allowed, ${countText(b.deny)} denied`;
+  };
+  chart.replaceChildren(...buckets.map((b, i) => {
+    const allow = count(b.allow);
+    const deny = count(b.deny);
+    const allowHeight = (allow / max) * height;
+    const denyHeight = (deny / max) * height;
+    return svg('g', {
+      class: `bar${allow + deny === 0 ? ' empty' : ''}`,
+      'data-start': b.start,
+      'data-end': b.end,
+      'data-allow': allow,
+      'data-deny': deny,
+      onclick: () => { if (allow + deny > 0) narrowTo(b.start, b.end); },
+    },
+    svg('title', {}, label(b)),
+    svg('rect', { class: 'bar-hit', x: i * step, y: 0, width: step, height }),
+    svg('rect', { class: 'bar-allow', x: i * step + 1, y: height - allowHeight, width: step - 2, height: allowHeight }),
+    svg('rect', { class: 'bar-deny', x: i * step + 1, y: height - allowHeight - denyHeight, width: step - 2, height: denyHeight }));
+  }));
+  const first = new Date(Date.parse(histogram.from));
+  const last = new Date(Date.parse(histogram.to));
+  $('chart-note').textContent = `Per ${histogram.interval}, ${timeFormat.format(first)} to ${timeFormat.format(last)}: allowed (green) and denied (red). Choose a bar to show only its events.`;
+  wrap.hidden = false;
+}
+
+/** Narrows the list to `[start, end)`, within the range already chosen. */
+function narrowTo(start, end) {
+  const from = state.query.get('from');
+  const to = state.query.get('to');
+  const clippedFrom = from && Date.parse(from) > Date.parse(start) ? from : start;
+  const clippedTo = to && Date.parse(to) < Date.parse(end) ? to : end;
+  applyFilters({ ...state.filters, range: 'custom', from: clippedFrom, to: clippedTo });
 }
 
 /** The values the menus offer, with their counts for the list's filters. */

@@ -66,7 +66,7 @@ pub(crate) struct EventPage {
 }
 
 /// A bounded count, or `None` from a store that cannot count (`Unsupported`).
-async fn count_if_supported(
+pub(crate) async fn count_if_supported(
     store: &dyn AuditStore,
     filter: &EventFilter,
     scope: &TenantScope,

@@ -51,6 +51,7 @@ pub mod export;
 mod forwarding;
 mod guard;
 mod handlers;
+mod histogram;
 pub mod manifest;
 mod openapi;
 mod page;

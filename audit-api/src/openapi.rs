@@ -226,6 +226,32 @@ mod schemas {
         pub exact: bool,
     }
 
+    /// Allowed and denied events per hour or day, for a chart.
+    #[derive(ToSchema)]
+    pub(crate) struct AuditHistogram {
+        /// `hour` or `day`.
+        pub interval: String,
+        /// The first bar's start, RFC 3339 UTC (inclusive).
+        #[schema(format = DateTime)]
+        pub from: String,
+        /// The last bar's end, RFC 3339 UTC (exclusive).
+        #[schema(format = DateTime)]
+        pub to: String,
+        /// One per interval, oldest first, none skipped.
+        pub buckets: Vec<AuditHistogramBucket>,
+    }
+
+    /// One bar of the histogram: `[start, end)`.
+    #[derive(ToSchema)]
+    pub(crate) struct AuditHistogramBucket {
+        #[schema(format = DateTime)]
+        pub start: String,
+        #[schema(format = DateTime)]
+        pub end: String,
+        pub allow: AuditMatchCount,
+        pub deny: AuditMatchCount,
+    }
+
     /// Per filter parameter, per value: how many events the request's filters match with
     /// that parameter set to that value alone.
     #[derive(ToSchema)]
@@ -304,6 +330,9 @@ fn value_schema(kind: ValueKind) -> Schema {
         ValueKind::Seq => ObjectBuilder::new()
             .schema_type(Type::Integer)
             .minimum(Some(0)),
+        ValueKind::Interval => string()
+            .enum_values(Some(["hour", "day"]))
+            .default(Some(json!("day"))),
     };
     Schema::Object(object.build())
 }
@@ -366,6 +395,10 @@ fn operation(route: &RouteSpec) -> Operation {
         ),
         Produces::Event => json_response("The event", schema_ref::<schemas::AuditEvent>()),
         Produces::Facets => json_response("The facets", schema_ref::<schemas::AuditFacets>()),
+        Produces::Histogram => json_response(
+            "Allowed and denied events per interval",
+            schema_ref::<schemas::AuditHistogram>(),
+        ),
         Produces::Manifest => json_response(
             "The signed manifest",
             schema_ref::<schemas::AuditExportManifest>(),
@@ -505,6 +538,8 @@ pub(crate) fn document() -> OpenApi {
                 .schema_from::<schemas::AuditFacetUser>()
                 .schema_from::<schemas::AuditMatchCount>()
                 .schema_from::<schemas::AuditFacetCounts>()
+                .schema_from::<schemas::AuditHistogram>()
+                .schema_from::<schemas::AuditHistogramBucket>()
                 .schema_from::<schemas::AuditForwarding>()
                 .schema_from::<schemas::AuditSinkStatus>()
                 .schema_from::<schemas::AuditForwardHalt>()

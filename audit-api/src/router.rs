@@ -54,6 +54,7 @@ pub(crate) enum Produces {
     EventPage,
     Event,
     Facets,
+    Histogram,
     Export,
     OpenApi,
     Checkpoint,
@@ -128,6 +129,19 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         endpoint: Endpoint::Facets,
         produces: Produces::Facets,
         handler: || get(handlers::facets),
+    },
+    RouteSpec {
+        path: "/histogram",
+        operation_id: "getHistogram",
+        summary: "Allowed and denied events per hour or day",
+        description: "The filters of `/events` plus `interval` (`hour` or `day`, default `day`). \
+                      Bars are aligned to UTC and cover `from` to `to` (default: to now, from \
+                      30 days or 48 hours before `to`), at most 1,000 bars (else a 400 on \
+                      `interval`). Each bar's counts are bounded like the `total` of `/events`.",
+        permission: Permission::View,
+        endpoint: Endpoint::Histogram,
+        produces: Produces::Histogram,
+        handler: || get(crate::histogram::histogram),
     },
     RouteSpec {
         path: "/export",

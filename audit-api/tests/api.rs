@@ -23,7 +23,105 @@ on_both_stores!(
     bad_input_never_fails_the_server,
     totals_and_facet_counts,
     exports_are_recorded_with_rows_bytes_and_duration,
+    histogram_counts_allowed_and_denied_per_interval,
 );
+
+/// `/histogram`: per UTC hour or day, the allowed and denied events the filters match, every
+/// bar present, within the viewer's tenants.
+async fn histogram_counts_allowed_and_denied_per_interval(store: Arc<dyn AuditStore>) {
+    use chrono::{DateTime, Utc};
+    let seeded = seed(&store).await;
+    let app = app(store);
+    // The seed: one event an hour, back from base_time (2026-03-10T12:00Z).
+    let histogram = |user: &'static str, query: String| {
+        let app = app.clone();
+        async move {
+            let answer = get(&app, Some(user), &format!("/histogram?{query}")).await;
+            assert_eq!(answer.status, 200, "{query}: {}", answer.text());
+            answer.json()
+        }
+    };
+    let from = "2026-03-08T00:00:00Z";
+    let to = "2026-03-10T13:00:00Z";
+    let answer = histogram("root", format!("interval=hour&from={from}&to={to}")).await;
+    assert_eq!(answer["interval"], "hour");
+    let buckets = answer["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 61, "every hour, empty ones too");
+    let mut allowed = 0;
+    for bucket in buckets {
+        let start: DateTime<Utc> = bucket["start"].as_str().unwrap().parse().unwrap();
+        let end: DateTime<Utc> = bucket["end"].as_str().unwrap().parse().unwrap();
+        assert_eq!(end - start, chrono::Duration::hours(1));
+        let within = |e: &AuditEvent| e.occurred_at >= start && e.occurred_at < end;
+        assert_eq!(
+            bucket["allow"]["count"],
+            seeded
+                .ids(|e| within(e) && e.outcome == Outcome::Allow)
+                .len(),
+            "{start}"
+        );
+        assert_eq!(
+            bucket["deny"]["count"],
+            seeded
+                .ids(|e| within(e) && e.outcome == Outcome::Deny)
+                .len(),
+            "{start}"
+        );
+        assert_eq!(bucket["allow"]["exact"], true);
+        allowed += bucket["allow"]["count"].as_u64().unwrap();
+    }
+    assert_eq!(
+        allowed as usize,
+        seeded.ids(|e| e.outcome == Outcome::Allow).len()
+    );
+    // Days, filtered, within alice's tenant.
+    let answer = histogram(
+        "alice",
+        format!("interval=day&from={from}&to={to}&category=Model"),
+    )
+    .await;
+    let buckets = answer["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 3);
+    assert_eq!(buckets[0]["start"], "2026-03-08T00:00:00.000000Z");
+    let total: u64 = buckets
+        .iter()
+        .map(|b| b["allow"]["count"].as_u64().unwrap() + b["deny"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        total as usize,
+        seeded
+            .ids(|e| e.category == "Model" && e.tenant.as_deref() == Some("acme"))
+            .len()
+    );
+    // An outcome filter leaves the other outcome at zero.
+    let answer = histogram("root", format!("from={from}&to={to}&status=deny")).await;
+    assert!(
+        answer["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["allow"]["count"] == 0)
+    );
+    // Bad input names the parameter.
+    get(&app, Some("root"), "/histogram?interval=week")
+        .await
+        .assert_invalid("interval");
+    get(
+        &app,
+        Some("root"),
+        "/histogram?interval=hour&from=2025-01-01&to=2026-01-01",
+    )
+    .await
+    .assert_invalid("interval");
+    get(&app, Some("root"), "/histogram?limit=5")
+        .await
+        .assert_invalid("limit");
+    get(&app, Some("root"), "/events?interval=day")
+        .await
+        .assert_invalid("interval");
+    assert_eq!(get(&app, None, "/histogram").await.status, 401);
+    assert_eq!(get(&app, Some("bob"), "/histogram").await.status, 403);
+}
 
 /// A download's own event says how many rows and bytes went out and how long the whole
 /// stream took, recorded by the time the file is complete.
@@ -1075,6 +1173,11 @@ async fn openapi_lists_every_route_and_parameter() {
     );
     assert!(names("/export").contains(&"chain_head".to_owned()));
     assert_eq!(names("/facets"), accepted(audit_api::Endpoint::Facets));
+    assert_eq!(
+        names("/histogram"),
+        accepted(audit_api::Endpoint::Histogram)
+    );
+    assert!(names("/histogram").contains(&"interval".to_owned()));
     assert!(names("/facets").contains(&"category".to_owned()));
     for path in ["/events/{id}", "/checkpoint", "/openapi.json", "/"] {
         assert!(names(path).is_empty(), "{path}");

@@ -120,6 +120,7 @@ async function shownIds(p = page) {
 async function settled(p = page) {
   await p.waitForFunction(() => document.body.dataset.facets === 'loaded'
     && document.body.dataset.counts !== 'loading'
+    && document.body.dataset.histogram !== 'loading'
     && !document.body.classList.contains('is-loading')
     && document.querySelector('#table-state').dataset.state !== 'loading');
 }
@@ -329,6 +330,39 @@ test('the total above the table and the counts in the filter menus follow the fi
   assert.equal(await page.getAttribute('#result-count', 'data-total'), String(total.count));
   assert.deepEqual(await menuCounts('action'), await expectedCounts('category=Model&status=deny', 'action'));
   await screenshot('activity-log-counts');
+  await eventsRequest(() => page.click('#clear-filters'));
+});
+
+test('the chart shows allowed and denied events per day, and a bar narrows the list to its range', async () => {
+  const request = page.waitForRequest((r) => new URL(r.url()).pathname.endsWith('/admin/audit/histogram'));
+  await page.goto(`${LOG}?range=30d&category=Model`);
+  const histogramParams = new URL((await request).url()).searchParams;
+  await page.waitForSelector('#log-body tr');
+  await settled();
+  assert.equal(histogramParams.get('interval'), 'day');
+  assert.deepEqual(histogramParams.getAll('category'), ['Model']);
+  const from = histogramParams.get('from');
+  const bars = await page.$$eval('#chart .bar', (gs) => gs.map((g) => ({ start: g.dataset.start, end: g.dataset.end, allow: Number(g.dataset.allow), deny: Number(g.dataset.deny) })));
+  assert.ok(bars.length >= 30 && bars.length <= 31, `${bars.length} bars`);
+  const { body } = await api(`admin/audit/histogram?${histogramParams}`);
+  assert.deepEqual(bars.map((b) => [b.start, b.allow, b.deny]), body.buckets.map((b) => [b.start, b.allow.count, b.deny.count]));
+  // The bars add up to the list's total.
+  const total = (await api(`admin/audit/events?limit=1&category=Model&from=${encodeURIComponent(from)}`)).body.total;
+  assert.equal(bars.reduce((n, b) => n + b.allow + b.deny, 0), total.count);
+  await screenshot('activity-log-chart');
+  // The busiest bar narrows the list to its day (clipped to the range already chosen).
+  const busiest = bars.reduce((a, b) => (b.allow + b.deny > a.allow + a.deny ? b : a));
+  const index = bars.indexOf(busiest);
+  const params = await eventsRequest(() => page.click(`#chart .bar:nth-of-type(${index + 1})`, { position: { x: 2, y: 30 } }));
+  const expectedFrom = Date.parse(from) > Date.parse(busiest.start) ? from : busiest.start;
+  assert.equal(params.get('from'), expectedFrom);
+  assert.equal(params.get('to'), busiest.end);
+  assert.equal(pageParams().get('from'), expectedFrom);
+  assert.equal(pageParams().get('to'), busiest.end);
+  const shown = await assertShownMatchesApi(params, 'a bar');
+  assert.equal(shown.length, busiest.allow + busiest.deny);
+  // Narrowed to a day, the chart shows its hours.
+  await page.waitForFunction(() => document.querySelectorAll('#chart .bar').length === 24);
   await eventsRequest(() => page.click('#clear-filters'));
 });
 
