@@ -1166,7 +1166,9 @@ function valueNode(value) {
 function openDetail(event, { focus = true, fromRow = null } = {}) {
   state.selectedId = event.id;
   lastOpened = event;
-  detailReturnFocus = fromRow || document.activeElement;
+  // Moving between events inside the panel (its history) keeps where focus returns to.
+  const fromPanel = document.activeElement && document.activeElement.closest && document.activeElement.closest('#detail');
+  if (fromRow || !fromPanel || !detailReturnFocus) detailReturnFocus = fromRow || document.activeElement;
   for (const row of document.querySelectorAll('#log-body tr')) row.setAttribute('aria-selected', row.dataset.id === event.id ? 'true' : 'false');
   const date = new Date(event.occurred_at);
   $('detail-kicker').textContent = event.category;
@@ -1236,9 +1238,17 @@ function openDetail(event, { focus = true, fromRow = null } = {}) {
       field('Hash', chain.hash, { field: 'chain_hash', mono: true }),
       field('Previous hash', chain.prev_hash, { field: 'chain_prev_hash', mono: true }))));
   }
+  let historySection = null;
+  if (event.resource_id) {
+    historySection = el('section', { class: 'history', id: 'resource-history', 'aria-busy': 'true' },
+      el('h3', {}, 'History of this resource'),
+      el('p', { class: 'muted' }, 'Loading…'));
+    body.push(historySection);
+  }
   body.push(el('details', { class: 'raw' }, el('summary', {}, 'Raw event (JSON)'), el('pre', { class: 'json' }, JSON.stringify(event, null, 2))));
   $('detail-body').replaceChildren(...body);
   $('detail-body').scrollTop = 0;
+  if (historySection) loadResourceHistory(event, historySection);
 
   const panel = $('detail');
   panel.hidden = false;
@@ -1246,6 +1256,41 @@ function openDetail(event, { focus = true, fromRow = null } = {}) {
   document.body.classList.add('has-detail');
   history.replaceState(null, '', pageQuery(state.filters, event.id) || location.pathname);
   if (focus) $('detail-title').focus();
+}
+
+/** The number of a resource's events the detail panel lists. */
+const HISTORY_SIZE = 50;
+
+/** Fills the panel's history section: every event of the resource (same category and id), newest first. */
+async function loadResourceHistory(event, section) {
+  const params = new URLSearchParams({ category: event.category, resource_id: event.resource_id, limit: String(HISTORY_SIZE) });
+  let page;
+  try {
+    page = await getJson(`events?${params}`);
+  } catch (error) {
+    if (!section.isConnected) return;
+    section.removeAttribute('aria-busy');
+    section.replaceChildren(el('h3', {}, 'History of this resource'), el('p', { class: 'muted' }, `Could not load it: ${error.message}`));
+    return;
+  }
+  // Another event may have been opened meanwhile.
+  if (!section.isConnected) return;
+  const items = Array.isArray(page.items) ? page.items : [];
+  const list = el('ol', { class: 'timeline' }, items.map((item) => {
+    const date = new Date(item.occurred_at);
+    const who = item.actor_email || item.actor_id || 'Not signed in';
+    return el('li', { 'data-id': item.id, 'aria-current': item.id === event.id ? 'true' : null, class: item.outcome === 'deny' ? 'is-deny' : '' },
+      el('button', { type: 'button', class: 'link-button', disabled: item.id === event.id, onclick: () => openDetail(item, { focus: true }) },
+        humanize(item.action)),
+      el('span', { class: 'muted' }, ` · ${who} · `),
+      el('time', { datetime: item.occurred_at }, Number.isNaN(date.getTime()) ? item.occurred_at : timeFormat.format(date)),
+      item.outcome === 'deny' ? el('span', { class: 'badge deny' }, 'Denied') : null);
+  }));
+  const more = page.next_cursor
+    ? el('p', { class: 'muted' }, `The latest ${HISTORY_SIZE} are shown; “Same resource” lists them all.`)
+    : null;
+  section.removeAttribute('aria-busy');
+  section.replaceChildren(el('h3', {}, `History of this resource (${items.length}${page.next_cursor ? '+' : ''})`), list, more);
 }
 
 function closeDetail(restoreFocus = true) {

@@ -620,6 +620,20 @@ test('the detail panel shows every field, the changes, and offers related views'
   assert.equal(await page.textContent('#detail tr[data-change="decay"] td.before'), 'empty');
   const raw = JSON.parse(await page.textContent('#detail details.raw pre'));
   assert.deepEqual(raw, update);
+  // The resource's history: its every event, newest first, this one marked; another opens on click.
+  const historyIds = await apiIds(`category=Model&resource_id=${model.id}`, 50);
+  await page.waitForSelector('#resource-history:not([aria-busy])');
+  assert.deepEqual(await page.$$eval('#resource-history li', (lis) => lis.map((l) => l.dataset.id)), historyIds);
+  assert.ok(historyIds.length >= 4);
+  assert.equal(await page.getAttribute(`#resource-history li[data-id="${update.id}"]`, 'aria-current'), 'true');
+  assert.match(await page.textContent('#resource-history h3'), new RegExp(`\\(${historyIds.length}\\)`));
+  await screenshot('activity-log-history');
+  const created = historyIds[historyIds.length - 1];
+  await page.click(`#resource-history li[data-id="${created}"] button`);
+  await page.waitForFunction((id) => document.querySelector('#detail').dataset.id === id, created);
+  assert.match(await page.textContent('#detail-title'), /^Create/);
+  await page.click(`#resource-history li[data-id="${update.id}"] button`);
+  await page.waitForFunction((id) => document.querySelector('#detail').dataset.id === id, update.id);
   await screenshot('activity-log-detail');
 
   // The request ID is copied to the clipboard.
