@@ -397,6 +397,10 @@ const state = {
   counts: null,
   countsController: null,
   chartController: null,
+  /** The rendered slice `{start, end}` of `events` when windowed, else null. */
+  window: null,
+  windowFrame: 0,
+  rowHeight: 0,
   facetsLoaded: false,
   /** The page's URL could not be applied: the banner is shown, nothing is queried. */
   urlError: false,
@@ -504,7 +508,7 @@ function renderHead() {
  */
 function rovingRow() {
   const body = $('log-body');
-  return body.querySelector('tr[tabindex="0"]') || body.rows[0] || null;
+  return body.querySelector('tr[tabindex="0"]') || body.querySelector('tr[data-id]') || null;
 }
 
 function setRovingRow(row, focus) {
@@ -528,11 +532,105 @@ function renderRow(event) {
   return row;
 }
 
-function renderRows() {
-  $('log-body').replaceChildren(...state.events.map(renderRow));
+// Windowed rendering: past WINDOW_THRESHOLD loaded events only about WINDOW_ROWS rows
+// around the table box's scroll position are in the DOM, between two spacer rows sized to
+// the rows left out (heights set through the CSSOM, which the CSP allows), so thousands of
+// loaded events scroll as lightly as a hundred.
+const WINDOW_THRESHOLD = 300;
+const WINDOW_ROWS = 120;
+
+function windowed() {
+  return state.events.length > WINDOW_THRESHOLD;
+}
+
+/** The height of one data row, measured (rows are about this tall; names may wrap). */
+function rowHeight() {
+  const row = $('log-body').querySelector('tr[data-id]');
+  const height = row ? row.getBoundingClientRect().height : 0;
+  if (height > 0) state.rowHeight = height;
+  return state.rowHeight || 41;
+}
+
+function spacer(rows, height) {
+  const cell = el('td', { colspan: String(state.columns.length) });
+  const tr = el('tr', { class: 'spacer', 'aria-hidden': 'true' }, cell);
+  cell.style.height = `${Math.round(rows * height)}px`;
+  return tr;
+}
+
+/** The first event index to render for the table box's current scroll position. */
+function windowStartForScroll() {
+  const wrap = $('table-wrap');
+  const head = $('log-head').getBoundingClientRect().height || 0;
+  const first = Math.floor(Math.max(0, wrap.scrollTop - head) / rowHeight());
+  return Math.max(0, Math.min(first - Math.floor(WINDOW_ROWS / 3), state.events.length - WINDOW_ROWS));
+}
+
+/** Renders events `[start, start + WINDOW_ROWS)` between spacers; keeps the focused row focused. */
+function renderWindow(start) {
   const body = $('log-body');
+  const focusedId = document.activeElement && body.contains(document.activeElement) ? document.activeElement.dataset.id : '';
+  const height = rowHeight();
+  const count = state.events.length;
+  const from = Math.max(0, Math.min(start, Math.max(0, count - WINDOW_ROWS)));
+  const to = Math.min(count, from + WINDOW_ROWS);
+  state.window = { start: from, end: to };
+  body.replaceChildren(
+    ...(from > 0 ? [spacer(from, height)] : []),
+    ...state.events.slice(from, to).map(renderRow),
+    ...(to < count ? [spacer(count - to, height)] : []),
+  );
+  body.dataset.windowStart = String(from);
+  const current = state.activeId && body.querySelector(`tr[data-id="${CSS.escape(state.activeId)}"]`);
+  setRovingRow(current || body.querySelector('tr[data-id]'), false);
+  if (focusedId) body.querySelector(`tr[data-id="${CSS.escape(focusedId)}"]`)?.focus({ preventScroll: true });
+}
+
+function renderRows() {
+  const body = $('log-body');
+  if (windowed()) {
+    renderWindow(windowStartForScroll());
+    return;
+  }
+  state.window = null;
+  delete body.dataset.windowStart;
+  body.replaceChildren(...state.events.map(renderRow));
   const current = state.activeId && [...body.rows].find((r) => r.dataset.id === state.activeId);
   setRovingRow(current || body.rows[0], false);
+}
+
+/** After a scroll of the table box: a new window once the view nears the rendered edge. */
+function onTableScroll() {
+  if (!windowed() || state.windowFrame) return;
+  state.windowFrame = requestAnimationFrame(() => {
+    state.windowFrame = 0;
+    let start = windowStartForScroll();
+    const current = state.window || { start: -1, end: -1 };
+    // A focused row in view stays rendered (focusing it is what scrolled the box).
+    const focused = document.activeElement;
+    if (focused && focused.dataset && focused.dataset.id && $('log-body').contains(focused)) {
+      const box = focused.getBoundingClientRect();
+      const view = $('table-wrap').getBoundingClientRect();
+      const index = state.events.findIndex((e) => e.id === focused.dataset.id);
+      if (box.bottom > view.top && box.top < view.bottom && (index < start || index >= start + WINDOW_ROWS)) {
+        start = Math.max(0, index - Math.floor(WINDOW_ROWS / 2));
+      }
+    }
+    if (Math.abs(start - current.start) >= WINDOW_ROWS / 4) renderWindow(start);
+  });
+}
+
+/** Moves the table's focus to event `index`, rendering its window first when needed. */
+function focusEventAt(index) {
+  const event = state.events[index];
+  if (!event) return;
+  const body = $('log-body');
+  let row = body.querySelector(`tr[data-id="${CSS.escape(event.id)}"]`);
+  if (!row && windowed()) {
+    renderWindow(index - Math.floor(WINDOW_ROWS / 2));
+    row = body.querySelector(`tr[data-id="${CSS.escape(event.id)}"]`);
+  }
+  if (row) setRovingRow(row, true);
 }
 
 /** A bounded count as text: `515`, or `10,000+` when counting stopped at the bound. */
@@ -698,11 +796,15 @@ async function loadEvents({ append = false, fromUrl = false } = {}) {
     state.nextCursor = page.next_cursor || null;
     state.total = page.total && typeof page.total === 'object' ? page.total : null;
     if (append) {
-      const rows = items.map(renderRow);
-      $('log-body').append(...rows);
+      const firstNew = state.events.length - items.length;
+      if (windowed()) {
+        renderWindow(windowStartForScroll());
+      } else {
+        $('log-body').append(...items.map(renderRow));
+      }
       // Focus stays on Load more while there is more; when it goes, on the first new row.
-      if (!state.nextCursor && document.activeElement === $('load-more') && rows.length) {
-        setRovingRow(rows[0], true);
+      if (!state.nextCursor && document.activeElement === $('load-more') && items.length) {
+        focusEventAt(firstNew);
       }
     } else {
       renderRows();
@@ -1169,7 +1271,7 @@ function openDetail(event, { focus = true, fromRow = null } = {}) {
   // Moving between events inside the panel (its history) keeps where focus returns to.
   const fromPanel = document.activeElement && document.activeElement.closest && document.activeElement.closest('#detail');
   if (fromRow || !fromPanel || !detailReturnFocus) detailReturnFocus = fromRow || document.activeElement;
-  for (const row of document.querySelectorAll('#log-body tr')) row.setAttribute('aria-selected', row.dataset.id === event.id ? 'true' : 'false');
+  for (const row of document.querySelectorAll('#log-body tr[data-id]')) row.setAttribute('aria-selected', row.dataset.id === event.id ? 'true' : 'false');
   const date = new Date(event.occurred_at);
   $('detail-kicker').textContent = event.category;
   $('detail-title').textContent = `${humanize(event.action)}${event.resource_name ? ` · ${event.resource_name}` : ''}`;
@@ -1459,13 +1561,15 @@ function onTableKey(event) {
     if (found) openDetail(found, { fromRow: row });
   } else if (event.key === 'ArrowDown' || event.key === 'ArrowUp') {
     event.preventDefault();
-    const next = event.key === 'ArrowDown' ? row.nextElementSibling : row.previousElementSibling;
-    if (next) setRovingRow(next, true);
+    // By position in the loaded events, not in the DOM: with windowed rendering the next
+    // event's row may not be rendered yet.
+    const index = state.events.findIndex((e) => e.id === row.dataset.id);
+    const target = index + (event.key === 'ArrowDown' ? 1 : -1);
+    if (target >= 0 && target < state.events.length) focusEventAt(target);
     else if (event.key === 'ArrowDown' && state.nextCursor) $('load-more').focus();
   } else if (event.key === 'Home' || event.key === 'End') {
     event.preventDefault();
-    const rows = $('log-body').rows;
-    if (rows.length) setRovingRow(rows[event.key === 'Home' ? 0 : rows.length - 1], true);
+    if (state.events.length) focusEventAt(event.key === 'Home' ? 0 : state.events.length - 1);
   }
 }
 
@@ -1556,6 +1660,7 @@ function init() {
   $('load-more').addEventListener('click', () => {
     if ($('load-more').getAttribute('aria-disabled') !== 'true') loadEvents({ append: true });
   });
+  $('table-wrap').addEventListener('scroll', onTableScroll, { passive: true });
   $('log-body').addEventListener('focusin', (e) => {
     const row = e.target.closest('tr[data-id]');
     if (row && row.tabIndex !== 0) setRovingRow(row, false);

@@ -984,6 +984,59 @@ test('keyboard: the table is one Tab stop with a roving row, focus survives Load
   assert.equal(await page.locator('#log-body tr[tabindex="0"]').count(), 1);
 });
 
+test('windowed rendering: hundreds of loaded events, a window of rows in the page, keyboard and scroll reach them all', async () => {
+  const ctx = await newContext();
+  const p = await newPage(ctx);
+  await p.goto(`${BASE}login?as=olga`);
+  await p.waitForSelector('#log-body tr');
+  await settled(p);
+  const expected = (await api('admin/audit/events?limit=400', 'olga-token')).body.items.map((e) => e.id);
+  assert.equal(expected.length, 400, 'the demo has 400 events for olga');
+  for (let i = 0; i < 3; i += 1) await eventsRequest(() => p.click('#load-more'), p);
+  assert.match(await p.textContent('#result-count'), / · 400 shown$/);
+  const rendered = () => p.$$eval('#log-body tr[data-id]', (rows) => rows.map((r) => r.dataset.id));
+  let ids = await rendered();
+  assert.ok(ids.length <= 120, `${ids.length} rows in the page`);
+  assert.ok(await p.locator('#log-body tr.spacer').count() >= 1);
+  // Whatever is rendered is a contiguous slice of the list, in order.
+  const slice = (rows) => {
+    const start = expected.indexOf(rows[0]);
+    assert.ok(start >= 0);
+    assert.deepEqual(rows, expected.slice(start, start + rows.length));
+    return start;
+  };
+  slice(ids);
+  // The keyboard walks the whole list: End and Home, arrows across the window's edge.
+  await p.focus('#log-body tr[tabindex="0"]');
+  await p.keyboard.press('Home');
+  assert.equal(await p.evaluate(() => document.activeElement.dataset.id), expected[0]);
+  await p.keyboard.press('End');
+  assert.equal(await p.evaluate(() => document.activeElement.dataset.id), expected[399]);
+  assert.equal(await p.locator('#log-body tr[tabindex="0"]').count(), 1);
+  for (let i = 0; i < 3; i += 1) await p.keyboard.press('ArrowUp');
+  assert.equal(await p.evaluate(() => document.activeElement.dataset.id), expected[396]);
+  await p.keyboard.press('Home');
+  for (let i = 0; i < 130; i += 1) await p.keyboard.press('ArrowDown');
+  assert.equal(await p.evaluate(() => document.activeElement.dataset.id), expected[130]);
+  slice(await rendered());
+  // Scrolling the table box to its middle renders the rows there.
+  await p.evaluate(() => { const wrap = document.querySelector('#table-wrap'); wrap.scrollTop = wrap.scrollHeight / 2; });
+  await p.waitForFunction(() => Number(document.querySelector('#log-body').dataset.windowStart) > 120);
+  ids = await rendered();
+  const start = slice(ids);
+  assert.ok(start > 120 && start < 300, `window starts at ${start}`);
+  const visible = await p.evaluate(() => {
+    const wrap = document.querySelector('#table-wrap').getBoundingClientRect();
+    return [...document.querySelectorAll('#log-body tr[data-id]')].filter((r) => {
+      const box = r.getBoundingClientRect();
+      return box.bottom > wrap.top + 60 && box.top < wrap.bottom;
+    }).length;
+  });
+  assert.ok(visible > 5, 'rows are in view, not a blank spacer');
+  await screenshot('activity-log-windowed', p);
+  await ctx.close();
+});
+
 test('layout at 1280 px: sticky column headers, nothing clipped, the panel beside the table', async () => {
   await page.goto(LOG);
   await page.waitForSelector('#log-body tr');
