@@ -925,17 +925,46 @@ function renderChart(histogram) {
       'data-end': b.end,
       'data-allow': allow,
       'data-deny': deny,
+      role: 'button',
+      tabindex: '-1',
+      'aria-label': label(b),
+      'aria-disabled': allow + deny === 0 ? 'true' : null,
       onclick: () => { if (allow + deny > 0) narrowTo(b.start, b.end); },
+      onkeydown: onChartKey,
     },
     svg('title', {}, label(b)),
     svg('rect', { class: 'bar-hit', x: i * step, y: 0, width: step, height }),
     svg('rect', { class: 'bar-allow', x: i * step + 1, y: height - allowHeight, width: step - 2, height: allowHeight }),
     svg('rect', { class: 'bar-deny', x: i * step + 1, y: height - allowHeight - denyHeight, width: step - 2, height: denyHeight }));
   }));
+  // One Tab stop: the busiest bar; the arrow keys move between bars, Enter chooses one.
+  const bars = [...chart.querySelectorAll('.bar')];
+  const busiest = bars.reduce((best, bar) => (Number(bar.dataset.allow) + Number(bar.dataset.deny) > Number(best.dataset.allow) + Number(best.dataset.deny) ? bar : best), bars[0]);
+  busiest.setAttribute('tabindex', '0');
   const first = new Date(Date.parse(histogram.from));
   const last = new Date(Date.parse(histogram.to));
   $('chart-note').textContent = `Per ${histogram.interval}, ${timeFormat.format(first)} to ${timeFormat.format(last)}: allowed (green) and denied (red). Choose a bar to show only its events.`;
   wrap.hidden = false;
+}
+
+function onChartKey(event) {
+  const bar = event.currentTarget;
+  const bars = [...$('chart').querySelectorAll('.bar')];
+  const index = bars.indexOf(bar);
+  let target = null;
+  if (event.key === 'ArrowRight') target = bars[index + 1];
+  else if (event.key === 'ArrowLeft') target = bars[index - 1];
+  else if (event.key === 'Home') target = bars[0];
+  else if (event.key === 'End') target = bars[bars.length - 1];
+  else if (event.key === 'Enter' || event.key === ' ') {
+    event.preventDefault();
+    if (bar.getAttribute('aria-disabled') !== 'true') narrowTo(bar.dataset.start, bar.dataset.end);
+    return;
+  }
+  if (!target) return;
+  event.preventDefault();
+  for (const other of bars) other.setAttribute('tabindex', other === target ? '0' : '-1');
+  target.focus();
 }
 
 /** Narrows the list to `[start, end)`, within the range already chosen. */

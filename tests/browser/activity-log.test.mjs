@@ -362,7 +362,23 @@ test('the chart shows allowed and denied events per day, and a bar narrows the l
   const shown = await assertShownMatchesApi(params, 'a bar');
   assert.equal(shown.length, busiest.allow + busiest.deny);
   // Narrowed to a day, the chart shows its hours.
-  await page.waitForFunction(() => document.querySelectorAll('#chart .bar').length === 24);
+  await page.waitForFunction(() => document.querySelectorAll('#chart .bar').length >= 1 && document.querySelectorAll('#chart .bar').length <= 24);
+  // From the keyboard: one Tab stop (the busiest bar), arrows move, Enter narrows.
+  await page.goto(`${LOG}?range=30d&category=Model`);
+  await page.waitForSelector('#log-body tr');
+  await settled();
+  assert.equal(await page.locator('#chart .bar[tabindex="0"]').count(), 1);
+  await page.focus('#chart .bar[tabindex="0"]');
+  const focusedStart = () => page.evaluate(() => document.activeElement.dataset.start);
+  const before = await focusedStart();
+  await page.keyboard.press('Home');
+  assert.equal(await focusedStart(), bars[0].start);
+  assert.notEqual(bars[0].start, before === bars[0].start ? null : before);
+  const firstBusy = bars.findIndex((b) => b.allow + b.deny > 0);
+  for (let i = 0; i < firstBusy; i += 1) await page.keyboard.press('ArrowRight');
+  assert.equal(await focusedStart(), bars[firstBusy].start);
+  const keyed = await eventsRequest(() => page.keyboard.press('Enter'));
+  assert.equal(keyed.get('to'), bars[firstBusy].end);
   await eventsRequest(() => page.click('#clear-filters'));
 });
 
@@ -960,8 +976,11 @@ test('keyboard: the table is one Tab stop with a roving row, focus survives Load
   // One row, the first, is in the Tab order; every other row is reachable by arrows only.
   assert.deepEqual(await page.$$eval('#log-body tr[tabindex="0"]', (rows) => rows.map((r) => r.dataset.id)), [ids[0]]);
   assert.equal(await page.locator('#log-body tr[tabindex="-1"]').count(), ids.length - 1);
-  // Tab from the last filter control lands on that row; one more Tab leaves the table.
+  // Tab from the last filter control reaches the chart (one stop), then that row; one more
+  // Tab leaves the table.
   await page.focus('#multi-user');
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.closest('#chart') !== null), true);
   await page.keyboard.press('Tab');
   assert.equal(await page.evaluate(() => document.activeElement.dataset.id), ids[0]);
   await page.keyboard.press('ArrowDown');
