@@ -8,8 +8,9 @@ use serde_json::Value;
 /// How far back the invented history goes.
 const HISTORY_DAYS: i64 = 90;
 
-/// Someone who acted in the past. Besides the five users who can sign in, two colleagues
-/// at globex appear in the history, so both tenants have several actors.
+/// Someone who acted in the past. Besides the users who can sign in (but olga, who only
+/// audits), two colleagues at globex appear in the history, so both tenants have several
+/// actors.
 struct PastActor {
     id: &'static str,
     email: &'static str,
