@@ -136,14 +136,61 @@ function relativeTime(date) {
 
 /** `YYYY-MM-DD` (a local calendar day) → the Date of its local midnight, or null. */
 function localDay(text) {
-  const match = /^(\d{4})-(\d{2})-(\d{2})$/.exec(text || '');
-  if (!match) return null;
-  const date = new Date(Number(match[1]), Number(match[2]) - 1, Number(match[3]));
+  if (!isDay(text)) return null;
+  const [y, m, d] = text.split('-').map(Number);
+  const date = new Date(2000, m - 1, d);
+  date.setFullYear(y);
   return Number.isNaN(date.getTime()) ? null : date;
+}
+
+function daysInMonth(year, month) {
+  if (month === 2) return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28;
+  return [4, 6, 9, 11].includes(month) ? 30 : 31;
+}
+
+/** Whether `text` is a real calendar day `YYYY-MM-DD` (no roll-over: 2026-02-30 is not). */
+function isDay(text) {
+  const match = /^(\d{4})-(\d{2})-(\d{2})$/.exec(text || '');
+  if (!match) return false;
+  const [y, m, d] = match.slice(1).map(Number);
+  return y >= 1 && m >= 1 && m <= 12 && d >= 1 && d <= daysInMonth(y, m);
+}
+
+const INSTANT = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(?:[Zz]|[+-](\d{2}):(\d{2}))$/;
+
+/** Whether `text` is a full RFC 3339 instant with a valid date, time of day and offset. */
+function isInstant(text) {
+  const match = INSTANT.exec(text || '');
+  if (!match) return false;
+  const [y, m, d, hh, mm, ss] = match.slice(1, 7).map(Number);
+  const [oh, om] = [match[8] ? Number(match[8]) : 0, match[9] ? Number(match[9]) : 0];
+  return y >= 1 && m >= 1 && m <= 12 && d >= 1 && d <= daysInMonth(y, m)
+    && hh <= 23 && mm <= 59 && ss <= 59 && oh <= 23 && om <= 59
+    && !Number.isNaN(Date.parse(text));
+}
+
+/** The instant (ms) a page `from` value starts at: a local day's midnight, or the instant. */
+function fromInstant(text) {
+  if (isDay(text)) return localDay(text).getTime();
+  return Date.parse(text);
+}
+
+/** The instant (ms) a page `to` value ends at (exclusive): after an inclusive local day, or the instant. */
+function toInstant(text) {
+  if (isDay(text)) {
+    const next = localDay(text);
+    next.setDate(next.getDate() + 1);
+    return next.getTime();
+  }
+  return Date.parse(text);
 }
 
 // ---------------------------------------------------------------------------------------
 // Filter state <-> page URL <-> API query.
+//
+// The page applies exactly what its URL says, or nothing: a parameter it does not know, a
+// value it cannot read, or a repeat of a single-valued one stops it with a banner naming that
+// parameter, and no query runs (a typo must not widen an audit query, here as in the API).
 
 function emptyFilters() {
   return {
@@ -152,27 +199,108 @@ function emptyFilters() {
   };
 }
 
-function readUrl() {
-  const params = new URLSearchParams(location.search);
-  const filters = emptyFilters();
-  for (const key of MULTI_KEYS) {
-    filters[key] = unique(params.getAll(key).filter(Boolean));
+const PAGE_ONLY_KEYS = ['range', 'from', 'to', 'event', 'columns'];
+
+/** A parameter of the page's URL that cannot be applied. */
+class UrlError extends Error {
+  constructor(parameter, message) {
+    super(message);
+    this.parameter = parameter;
   }
-  filters.category = unique([...filters.category, ...params.getAll('resource_type').filter(Boolean)]);
-  for (const key of SINGLE_KEYS) filters[key] = params.get(key) || '';
-  const range = params.get('range') || '';
-  filters.range = Object.hasOwn(RANGES, range) ? range : '';
-  filters.from = localDay(params.get('from')) ? params.get('from') : '';
-  filters.to = localDay(params.get('to')) ? params.get('to') : '';
+}
+
+function shortened(text) {
+  const value = String(text);
+  return value.length > 64 ? `${value.slice(0, 63)}…` : value;
+}
+
+/** `columns=a,b,c` → the column keys, or a UrlError. */
+function parseColumns(text) {
+  const keys = text.split(',').map((key) => key.trim());
+  const seen = new Set();
+  for (const key of keys) {
+    if (!key) throw new UrlError('columns', 'Column names are separated by single commas.');
+    if (!COLUMN_BY_KEY.has(key)) {
+      throw new UrlError('columns', `“${shortened(key)}” is not a column. Known columns: ${COLUMNS.map((c) => c.key).join(', ')}.`);
+    }
+    if (seen.has(key)) throw new UrlError('columns', `The column “${key}” is listed twice.`);
+    seen.add(key);
+  }
+  return keys;
+}
+
+const DATE_HELP = 'Use a day (YYYY-MM-DD, in your time zone) or a full RFC 3339 instant such as 2026-03-01T09:30:00Z.';
+
+function checkTime(key, value) {
+  if (isDay(value) || isInstant(value)) return;
+  const hint = /\s\d{2}:\d{2}$/.test(value) ? ' A “+” in an address stands for a space: write the offset as %2B01:00, or use Z.' : '';
+  throw new UrlError(key, `“${shortened(value)}” is not a valid date or instant. ${DATE_HELP}${hint}`);
+}
+
+/** Parses `search` (the page's query string) strictly: `{filters, eventId, columns}`, or throws a UrlError. */
+function parseUrl(search) {
+  const params = new URLSearchParams(search);
+  const filters = emptyFilters();
+  let eventId = '';
+  let columns = null;
+  const seen = new Set();
+  for (const [name, value] of params) {
+    const key = name === 'resource_type' ? 'category' : name;
+    const multi = MULTI_KEYS.includes(key);
+    if (!multi && !SINGLE_KEYS.includes(key) && !PAGE_ONLY_KEYS.includes(key)) {
+      const known = [...MULTI_KEYS, 'resource_type', ...SINGLE_KEYS, ...PAGE_ONLY_KEYS];
+      throw new UrlError(shortened(name), `The activity log has no parameter “${shortened(name)}”. Known parameters: ${known.join(', ')}.`);
+    }
+    if (!multi && seen.has(key)) throw new UrlError(name, `“${name}” may be given only once.`);
+    seen.add(key);
+    if (value === '') throw new UrlError(name, `“${name}” has no value; leave the parameter out instead.`);
+    if (multi) {
+      if (key === 'status' && value !== 'allow' && value !== 'deny') {
+        throw new UrlError(name, `“${shortened(value)}” is not an outcome: use allow or deny.`);
+      }
+      if (key === 'action' && !/^[a-z][a-z0-9]*(_[a-z0-9]+)*$/.test(value)) {
+        throw new UrlError(name, `“${shortened(value)}” is not an action name (snake_case, such as create or change_model).`);
+      }
+      if (!filters[key].includes(value)) filters[key].push(value);
+    } else if (SINGLE_KEYS.includes(key)) {
+      filters[key] = value;
+    } else if (key === 'range') {
+      if (!Object.hasOwn(RANGES, value)) {
+        throw new UrlError('range', `“${shortened(value)}” is not a date range: use ${Object.keys(RANGES).join(', ')}, or from and to.`);
+      }
+      filters.range = value;
+    } else if (key === 'from' || key === 'to') {
+      checkTime(key, value);
+      filters[key] = value;
+    } else if (key === 'event') {
+      if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(value)) {
+        throw new UrlError('event', `“${shortened(value)}” is not an event ID.`);
+      }
+      eventId = value;
+    } else if (key === 'columns') {
+      columns = parseColumns(value);
+    }
+  }
+  if (filters.range && (filters.from || filters.to)) {
+    throw new UrlError('range', 'A range preset and from/to cannot be combined: give one or the other.');
+  }
   if (filters.from || filters.to) filters.range = 'custom';
-  return { filters, eventId: params.get('event') || '' };
+  if (filters.from && filters.to && fromInstant(filters.from) >= toInstant(filters.to)) {
+    throw new UrlError('from', `The start (${filters.from}) is not before the end (${filters.to}).`);
+  }
+  return { filters, eventId, columns };
 }
 
 function unique(values) {
   return [...new Set(values)];
 }
 
-/** The page's own query string for `filters` (and the open event). */
+/** Whether the chosen columns are the defaults (then the URL need not name them). */
+function defaultColumns(columns) {
+  return columns.length === DEFAULT_COLUMNS.length && columns.every((key, i) => key === DEFAULT_COLUMNS[i]);
+}
+
+/** The page's own query string for `filters` (and the open event, and the columns). */
 function pageQuery(filters, eventId) {
   const params = new URLSearchParams();
   for (const key of MULTI_KEYS) for (const value of filters[key]) params.append(key, value);
@@ -183,6 +311,7 @@ function pageQuery(filters, eventId) {
   } else if (filters.range) {
     params.set('range', filters.range);
   }
+  if (!defaultColumns(state.columns)) params.set('columns', state.columns.join(','));
   if (eventId) params.set('event', eventId);
   const text = params.toString();
   return text ? `?${text}` : '';
@@ -194,14 +323,10 @@ function apiParams(filters, now) {
   for (const key of MULTI_KEYS) for (const value of filters[key]) params.append(key, value);
   for (const key of SINGLE_KEYS) if (filters[key]) params.set(key, filters[key]);
   if (filters.range === 'custom') {
-    const from = localDay(filters.from);
-    const to = localDay(filters.to);
-    if (from) params.set('from', from.toISOString());
-    if (to) {
-      // The page's "to" day is inclusive; the API's `to` is exclusive: next local midnight.
-      to.setDate(to.getDate() + 1);
-      params.set('to', to.toISOString());
-    }
+    // A day is local and its "to" inclusive: sent as local midnights (the API's `to` is
+    // exclusive). A full instant is sent exactly as the URL gave it.
+    if (filters.from) params.set('from', isDay(filters.from) ? new Date(fromInstant(filters.from)).toISOString() : filters.from);
+    if (filters.to) params.set('to', isDay(filters.to) ? new Date(toInstant(filters.to)).toISOString() : filters.to);
   } else if (filters.range) {
     params.set('from', new Date(now - RANGES[filters.range]).toISOString());
   }
@@ -220,10 +345,11 @@ function activeFilterCount(filters) {
 // HTTP.
 
 class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, parameter) {
     super(message);
     this.status = status;
     this.code = code;
+    this.parameter = parameter || '';
   }
 }
 
@@ -243,7 +369,7 @@ async function getJson(url, signal) {
   }
   if (!response.ok) {
     const message = body && typeof body.message === 'string' ? body.message : `The server answered ${response.status}.`;
-    throw new ApiError(response.status, body && body.error, message);
+    throw new ApiError(response.status, body && body.error, message, body && typeof body.parameter === 'string' ? body.parameter : '');
   }
   return body;
 }
@@ -262,7 +388,22 @@ const state = {
   controller: null,
   facets: { categories: [], actions: [], users: [], outcomes: ['allow', 'deny'] },
   selectedId: '',
+  /** The row holding the table's one Tab stop. */
+  activeId: '',
   blocked: false,
+  /** `{count, exact}` of the list's filters, from `/events`. */
+  total: null,
+  /** Per menu and value, `{count, exact}` for the list's filters, from `/facets`. */
+  counts: null,
+  countsController: null,
+  chartController: null,
+  /** The rendered slice `{start, end}` of `events` when windowed, else null. */
+  window: null,
+  windowFrame: 0,
+  rowHeight: 0,
+  facetsLoaded: false,
+  /** The page's URL could not be applied: the banner is shown, nothing is queried. */
+  urlError: false,
 };
 
 function loadColumns() {
@@ -361,9 +502,26 @@ function renderHead() {
   }));
 }
 
+/**
+ * The table is one Tab stop: only the current row (roving tabindex) has tabindex 0, the
+ * others -1; the arrow keys, Home and End move it.
+ */
+function rovingRow() {
+  const body = $('log-body');
+  return body.querySelector('tr[tabindex="0"]') || body.querySelector('tr[data-id]') || null;
+}
+
+function setRovingRow(row, focus) {
+  if (!row) return;
+  for (const other of $('log-body').querySelectorAll('tr[tabindex="0"]')) if (other !== row) other.tabIndex = -1;
+  row.tabIndex = 0;
+  state.activeId = row.dataset.id;
+  if (focus) row.focus();
+}
+
 function renderRow(event) {
   const row = el('tr', {
-    tabindex: '0',
+    tabindex: '-1',
     'data-id': event.id,
     class: event.outcome === 'deny' ? 'is-deny' : '',
     'aria-selected': event.id === state.selectedId ? 'true' : 'false',
@@ -374,16 +532,129 @@ function renderRow(event) {
   return row;
 }
 
+// Windowed rendering: past WINDOW_THRESHOLD loaded events only about WINDOW_ROWS rows
+// around the table box's scroll position are in the DOM, between two spacer rows sized to
+// the rows left out (heights set through the CSSOM, which the CSP allows), so thousands of
+// loaded events scroll as lightly as a hundred.
+const WINDOW_THRESHOLD = 300;
+const WINDOW_ROWS = 120;
+
+function windowed() {
+  return state.events.length > WINDOW_THRESHOLD;
+}
+
+/** The height of one data row, measured (rows are about this tall; names may wrap). */
+function rowHeight() {
+  const row = $('log-body').querySelector('tr[data-id]');
+  const height = row ? row.getBoundingClientRect().height : 0;
+  if (height > 0) state.rowHeight = height;
+  return state.rowHeight || 41;
+}
+
+function spacer(rows, height) {
+  const cell = el('td', { colspan: String(state.columns.length) });
+  const tr = el('tr', { class: 'spacer', 'aria-hidden': 'true' }, cell);
+  cell.style.height = `${Math.round(rows * height)}px`;
+  return tr;
+}
+
+/** The first event index to render for the table box's current scroll position. */
+function windowStartForScroll() {
+  const wrap = $('table-wrap');
+  const head = $('log-head').getBoundingClientRect().height || 0;
+  const first = Math.floor(Math.max(0, wrap.scrollTop - head) / rowHeight());
+  return Math.max(0, Math.min(first - Math.floor(WINDOW_ROWS / 3), state.events.length - WINDOW_ROWS));
+}
+
+/** Renders events `[start, start + WINDOW_ROWS)` between spacers; keeps the focused row focused. */
+function renderWindow(start) {
+  const body = $('log-body');
+  const focusedId = document.activeElement && body.contains(document.activeElement) ? document.activeElement.dataset.id : '';
+  const height = rowHeight();
+  const count = state.events.length;
+  const from = Math.max(0, Math.min(start, Math.max(0, count - WINDOW_ROWS)));
+  const to = Math.min(count, from + WINDOW_ROWS);
+  state.window = { start: from, end: to };
+  body.replaceChildren(
+    ...(from > 0 ? [spacer(from, height)] : []),
+    ...state.events.slice(from, to).map(renderRow),
+    ...(to < count ? [spacer(count - to, height)] : []),
+  );
+  body.dataset.windowStart = String(from);
+  const current = state.activeId && body.querySelector(`tr[data-id="${CSS.escape(state.activeId)}"]`);
+  setRovingRow(current || body.querySelector('tr[data-id]'), false);
+  if (focusedId) body.querySelector(`tr[data-id="${CSS.escape(focusedId)}"]`)?.focus({ preventScroll: true });
+}
+
 function renderRows() {
-  $('log-body').replaceChildren(...state.events.map(renderRow));
+  const body = $('log-body');
+  if (windowed()) {
+    renderWindow(windowStartForScroll());
+    return;
+  }
+  state.window = null;
+  delete body.dataset.windowStart;
+  body.replaceChildren(...state.events.map(renderRow));
+  const current = state.activeId && [...body.rows].find((r) => r.dataset.id === state.activeId);
+  setRovingRow(current || body.rows[0], false);
+}
+
+/** After a scroll of the table box: a new window once the view nears the rendered edge. */
+function onTableScroll() {
+  if (!windowed() || state.windowFrame) return;
+  state.windowFrame = requestAnimationFrame(() => {
+    state.windowFrame = 0;
+    let start = windowStartForScroll();
+    const current = state.window || { start: -1, end: -1 };
+    // A focused row in view stays rendered (focusing it is what scrolled the box).
+    const focused = document.activeElement;
+    if (focused && focused.dataset && focused.dataset.id && $('log-body').contains(focused)) {
+      const box = focused.getBoundingClientRect();
+      const view = $('table-wrap').getBoundingClientRect();
+      const index = state.events.findIndex((e) => e.id === focused.dataset.id);
+      if (box.bottom > view.top && box.top < view.bottom && (index < start || index >= start + WINDOW_ROWS)) {
+        start = Math.max(0, index - Math.floor(WINDOW_ROWS / 2));
+      }
+    }
+    if (Math.abs(start - current.start) >= WINDOW_ROWS / 4) renderWindow(start);
+  });
+}
+
+/** Moves the table's focus to event `index`, rendering its window first when needed. */
+function focusEventAt(index) {
+  const event = state.events[index];
+  if (!event) return;
+  const body = $('log-body');
+  let row = body.querySelector(`tr[data-id="${CSS.escape(event.id)}"]`);
+  if (!row && windowed()) {
+    renderWindow(index - Math.floor(WINDOW_ROWS / 2));
+    row = body.querySelector(`tr[data-id="${CSS.escape(event.id)}"]`);
+  }
+  if (row) setRovingRow(row, true);
+}
+
+/** A bounded count as text: `515`, or `10,000+` when counting stopped at the bound. */
+function countText(total) {
+  return `${Number(total.count).toLocaleString()}${total.exact ? '' : '+'}`;
 }
 
 function renderSummary() {
   const count = state.events.length;
-  const text = count === 0
-    ? ''
-    : `${count.toLocaleString()} ${count === 1 ? 'event' : 'events'} shown${state.nextCursor ? ', more available' : ''}`;
-  $('result-count').textContent = text;
+  const total = state.total;
+  const node = $('result-count');
+  let text = '';
+  if (total && typeof total.count === 'number') {
+    const noun = total.count === 1 && total.exact ? 'event matches' : 'events match';
+    text = `${countText(total)} ${noun}`;
+    if (count > 0 && (count < total.count || !total.exact)) text += ` · ${count.toLocaleString()} shown`;
+    node.dataset.total = String(total.count);
+    node.dataset.exact = String(Boolean(total.exact));
+  } else {
+    if (count > 0) text = `${count.toLocaleString()} ${count === 1 ? 'event' : 'events'} shown${state.nextCursor ? ', more available' : ''}`;
+    delete node.dataset.total;
+    delete node.dataset.exact;
+  }
+  node.textContent = text;
   $('zone-note').textContent = `Times in ${ZONE} (${zoneOffset(new Date())})`;
 }
 
@@ -413,34 +684,104 @@ function showBlocked(error) {
   const notice = $('notice');
   notice.className = 'notice blocked';
   notice.dataset.status = String(error.status);
+  const signIn = meta('audit-sign-in-url');
   notice.replaceChildren(
     el('h2', {}, title),
     el('p', {}, text),
     el('p', { class: 'muted' }, `The server said: ${error.message}`),
-    el('button', { type: 'button', class: 'button', onclick: () => location.reload() }, 'Reload'),
+    el('div', { class: 'notice-actions' },
+      signIn ? el('a', { class: 'button primary', id: 'sign-in', href: signIn }, signedOut ? 'Sign in' : 'Sign in as someone else') : null,
+      el('button', { type: 'button', class: 'button', onclick: () => location.reload() }, 'Reload')),
   );
   notice.hidden = false;
   document.body.classList.add('is-blocked');
   closeDetail(false);
 }
 
+/**
+ * Applies the page's URL: its filters, columns and open event, then loads the list. A URL
+ * that cannot be applied exactly gets the banner instead, and nothing is queried. Returns
+ * whether the URL was applied.
+ */
+function applyUrl() {
+  let parsed;
+  try {
+    parsed = parseUrl(location.search);
+  } catch (error) {
+    if (!(error instanceof UrlError)) throw error;
+    showUrlError(error.parameter, error.message);
+    return false;
+  }
+  hideUrlError();
+  state.filters = parsed.filters;
+  state.columns = parsed.columns || loadColumns();
+  // The URL names every non-default column choice, so a copied link reproduces the view.
+  history.replaceState(null, '', pageQuery(state.filters, parsed.eventId) || location.pathname);
+  renderHead();
+  syncControls();
+  buildMultiSelects();
+  loadEvents({ fromUrl: true });
+  if (parsed.eventId) openDetailById(parsed.eventId);
+  return true;
+}
+
+/** The banner for an address the page will not apply: names the parameter, runs nothing. */
+function showUrlError(parameter, message) {
+  if (state.controller) state.controller.abort();
+  state.controller = null;
+  state.urlError = true;
+  state.events = [];
+  state.nextCursor = null;
+  state.query = new URLSearchParams();
+  $('log-body').replaceChildren();
+  const notice = $('notice');
+  notice.className = 'notice url-error';
+  notice.dataset.kind = 'url';
+  notice.dataset.parameter = parameter;
+  delete notice.dataset.status;
+  notice.replaceChildren(
+    el('h2', {}, 'This address cannot be applied'),
+    el('p', {}, 'Problem with the parameter ', el('code', { class: 'parameter' }, parameter), ': ', message),
+    el('p', { class: 'muted' }, 'Nothing was searched. The activity log shows exactly what its address asks for, so a mistyped or unreadable filter cannot show more events than intended.'),
+    el('a', { class: 'button', href: location.pathname, id: 'url-error-reset' }, 'Open the activity log without these parameters'),
+  );
+  notice.hidden = false;
+  document.body.classList.add('is-blocked', 'is-url-error');
+  closeDetail(false);
+}
+
+function hideUrlError() {
+  if (!state.urlError) return;
+  state.urlError = false;
+  const notice = $('notice');
+  notice.hidden = true;
+  notice.replaceChildren();
+  delete notice.dataset.kind;
+  delete notice.dataset.parameter;
+  document.body.classList.remove('is-blocked', 'is-url-error');
+}
+
 // ---------------------------------------------------------------------------------------
 // Loading events.
 
-async function loadEvents({ append = false } = {}) {
+async function loadEvents({ append = false, fromUrl = false } = {}) {
   if (state.controller) state.controller.abort();
   const controller = new AbortController();
   state.controller = controller;
   if (!append) {
     state.query = apiParams(state.filters, Date.now());
     state.nextCursor = null;
+    state.total = null;
+    loadCounts();
+    loadHistogram();
   }
   const params = new URLSearchParams(state.query);
   params.set('limit', String(PAGE_SIZE));
   if (append && state.nextCursor) params.set('cursor', state.nextCursor);
   state.loading = true;
   document.body.classList.add('is-loading');
-  $('load-more').disabled = true;
+  // Not `disabled`: a disabled button drops the keyboard focus to the page.
+  $('load-more').setAttribute('aria-disabled', 'true');
   if (append) {
     $('load-more').textContent = 'Loading…';
   } else {
@@ -453,8 +794,18 @@ async function loadEvents({ append = false } = {}) {
     const items = Array.isArray(page.items) ? page.items : [];
     state.events = append ? state.events.concat(items) : items;
     state.nextCursor = page.next_cursor || null;
+    state.total = page.total && typeof page.total === 'object' ? page.total : null;
     if (append) {
-      $('log-body').append(...items.map(renderRow));
+      const firstNew = state.events.length - items.length;
+      if (windowed()) {
+        renderWindow(windowStartForScroll());
+      } else {
+        $('log-body').append(...items.map(renderRow));
+      }
+      // Focus stays on Load more while there is more; when it goes, on the first new row.
+      if (!state.nextCursor && document.activeElement === $('load-more') && items.length) {
+        focusEventAt(firstNew);
+      }
     } else {
       renderRows();
     }
@@ -469,8 +820,12 @@ async function loadEvents({ append = false } = {}) {
     if (error.name === 'AbortError') return;
     if (error.status === 401 || error.status === 403) {
       showBlocked(error);
+    } else if (error.status === 400 && fromUrl && error.parameter) {
+      // The API refused what the address asked for: the same banner as the page's own checks.
+      showUrlError(error.parameter, error.message);
     } else if (error.status === 400) {
-      setTableState('error', `These filters cannot be used: ${error.message}`, { label: 'Clear all filters', run: clearFilters });
+      const at = error.parameter ? ` (parameter ${error.parameter})` : '';
+      setTableState('error', `These filters cannot be used${at}: ${error.message}`, { label: 'Clear all filters', run: clearFilters });
     } else {
       setTableState('error', `Could not load events. ${error.message}`, { label: 'Try again', run: () => loadEvents({ append }) });
     }
@@ -481,33 +836,220 @@ async function loadEvents({ append = false } = {}) {
       document.body.classList.remove('is-loading');
       $('log-table').removeAttribute('aria-busy');
       const more = $('load-more');
+      if (!state.nextCursor && document.activeElement === more) setRovingRow(rovingRow(), true);
       more.hidden = !state.nextCursor;
-      more.disabled = false;
+      more.removeAttribute('aria-disabled');
       more.textContent = 'Load more';
       renderSummary();
     }
   }
 }
 
-async function loadFacets() {
+// ---------------------------------------------------------------------------------------
+// The chart: allowed and denied events per hour or day (`/histogram`) for the list's
+// filters. A bar narrows the list to its time range.
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null) continue;
+    if (name === 'class') node.setAttribute('class', value);
+    else if (name.startsWith('on')) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, String(value));
+  }
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return node;
+}
+
+/** `hour` for spans up to three days, else `day`. */
+function chartInterval(query, now) {
+  const from = query.get('from') ? Date.parse(query.get('from')) : NaN;
+  const to = query.get('to') ? Date.parse(query.get('to')) : now;
+  if (Number.isNaN(from)) return 'day';
+  return to - from <= 3 * 24 * 3600e3 ? 'hour' : 'day';
+}
+
+async function loadHistogram() {
+  if (state.chartController) state.chartController.abort();
+  const controller = new AbortController();
+  state.chartController = controller;
+  document.body.dataset.histogram = 'loading';
+  const params = new URLSearchParams(state.query);
+  params.set('interval', chartInterval(state.query, Date.now()));
   try {
-    const facets = await getJson('facets');
+    const histogram = await getJson(`histogram?${params}`, controller.signal);
+    if (controller !== state.chartController) return;
+    renderChart(histogram);
+  } catch (error) {
+    if (error.name === 'AbortError') return;
+    // Too many bars for the range, or a store that cannot count: the list stands alone.
+    $('chart-wrap').hidden = true;
+  } finally {
+    if (controller === state.chartController) {
+      state.chartController = null;
+      document.body.dataset.histogram = 'loaded';
+    }
+  }
+}
+
+function renderChart(histogram) {
+  const buckets = Array.isArray(histogram.buckets) ? histogram.buckets : [];
+  const chart = $('chart');
+  const wrap = $('chart-wrap');
+  const count = (c) => (c && typeof c.count === 'number' ? c.count : 0);
+  const max = Math.max(0, ...buckets.map((b) => count(b.allow) + count(b.deny)));
+  if (!buckets.length || max === 0) {
+    wrap.hidden = true;
+    chart.replaceChildren();
+    return;
+  }
+  const height = 60;
+  const step = 10;
+  chart.setAttribute('viewBox', `0 0 ${buckets.length * step} ${height}`);
+  const hourly = histogram.interval === 'hour';
+  const label = (b) => {
+    const start = new Date(Date.parse(b.start));
+    const when = hourly ? timeFormat.format(start) : start.toLocaleDateString(undefined, { year: 'numeric', month: 'short', day: 'numeric', timeZone: 'UTC' });
+    return `${when}${hourly ? '' : ' (UTC)'}: ${countText(b.allow)} allowed, ${countText(b.deny)} denied`;
+  };
+  chart.replaceChildren(...buckets.map((b, i) => {
+    const allow = count(b.allow);
+    const deny = count(b.deny);
+    const allowHeight = (allow / max) * height;
+    const denyHeight = (deny / max) * height;
+    return svg('g', {
+      class: `bar${allow + deny === 0 ? ' empty' : ''}`,
+      'data-start': b.start,
+      'data-end': b.end,
+      'data-allow': allow,
+      'data-deny': deny,
+      role: 'button',
+      tabindex: '-1',
+      'aria-label': label(b),
+      'aria-disabled': allow + deny === 0 ? 'true' : null,
+      onclick: () => { if (allow + deny > 0) narrowTo(b.start, b.end); },
+      onkeydown: onChartKey,
+    },
+    svg('title', {}, label(b)),
+    svg('rect', { class: 'bar-hit', x: i * step, y: 0, width: step, height }),
+    svg('rect', { class: 'bar-allow', x: i * step + 1, y: height - allowHeight, width: step - 2, height: allowHeight }),
+    svg('rect', { class: 'bar-deny', x: i * step + 1, y: height - allowHeight - denyHeight, width: step - 2, height: denyHeight }));
+  }));
+  // One Tab stop: the busiest bar; the arrow keys move between bars, Enter chooses one.
+  const bars = [...chart.querySelectorAll('.bar')];
+  const busiest = bars.reduce((best, bar) => (Number(bar.dataset.allow) + Number(bar.dataset.deny) > Number(best.dataset.allow) + Number(best.dataset.deny) ? bar : best), bars[0]);
+  busiest.setAttribute('tabindex', '0');
+  const first = new Date(Date.parse(histogram.from));
+  const last = new Date(Date.parse(histogram.to));
+  $('chart-note').textContent = `Per ${histogram.interval}, ${timeFormat.format(first)} to ${timeFormat.format(last)}: allowed (green) and denied (red). Choose a bar to show only its events.`;
+  wrap.hidden = false;
+}
+
+function onChartKey(event) {
+  const bar = event.currentTarget;
+  const bars = [...$('chart').querySelectorAll('.bar')];
+  const index = bars.indexOf(bar);
+  let target = null;
+  if (event.key === 'ArrowRight') target = bars[index + 1];
+  else if (event.key === 'ArrowLeft') target = bars[index - 1];
+  else if (event.key === 'Home') target = bars[0];
+  else if (event.key === 'End') target = bars[bars.length - 1];
+  else if (event.key === 'Enter' || event.key === ' ') {
+    event.preventDefault();
+    if (bar.getAttribute('aria-disabled') !== 'true') narrowTo(bar.dataset.start, bar.dataset.end);
+    return;
+  }
+  if (!target) return;
+  event.preventDefault();
+  for (const other of bars) other.setAttribute('tabindex', other === target ? '0' : '-1');
+  target.focus();
+}
+
+/** Narrows the list to `[start, end)`, within the range already chosen. */
+function narrowTo(start, end) {
+  const from = state.query.get('from');
+  const to = state.query.get('to');
+  const clippedFrom = from && Date.parse(from) > Date.parse(start) ? from : start;
+  const clippedTo = to && Date.parse(to) < Date.parse(end) ? to : end;
+  applyFilters({ ...state.filters, range: 'custom', from: clippedFrom, to: clippedTo });
+}
+
+/** The values the menus offer, with their counts for the list's filters. */
+async function loadFacets() {
+  const controller = new AbortController();
+  state.countsController = controller;
+  document.body.dataset.counts = 'loading';
+  try {
+    const facets = await getJson(`facets?${state.query}`, controller.signal);
     state.facets = {
       categories: facets.categories || [],
       actions: facets.actions || [],
       users: facets.users || [],
       outcomes: facets.outcomes && facets.outcomes.length ? facets.outcomes : ['allow', 'deny'],
     };
+    state.counts = facets.counts && typeof facets.counts === 'object' ? facets.counts : null;
   } catch (error) {
+    if (error.name === 'AbortError') return;
     if (error.status === 401 || error.status === 403) {
       showBlocked(error);
       return;
     }
     toast('Could not load the filter values; selected filters still apply.');
+  } finally {
+    if (state.countsController === controller) {
+      state.countsController = null;
+      document.body.dataset.counts = 'loaded';
+    }
   }
+  state.facetsLoaded = true;
   buildMultiSelects();
   // Lets tests (and anyone scripting the page) know the offered values are in place.
   document.body.dataset.facets = 'loaded';
+}
+
+/**
+ * Refreshes the menus' counts for the list's (new) filters, in place, so an open menu keeps
+ * its focus. Before the menus exist, `loadFacets` brings the counts with the values.
+ */
+async function loadCounts() {
+  if (!state.facetsLoaded) return;
+  if (state.countsController) state.countsController.abort();
+  const controller = new AbortController();
+  state.countsController = controller;
+  document.body.dataset.counts = 'loading';
+  try {
+    const facets = await getJson(`facets?${state.query}`, controller.signal);
+    if (controller !== state.countsController) return;
+    state.counts = facets.counts && typeof facets.counts === 'object' ? facets.counts : null;
+    renderCounts();
+  } catch (error) {
+    if (error.name === 'AbortError') return;
+    // The list reports 401/403/400 itself; stale counts are hidden rather than shown wrong.
+    state.counts = null;
+    renderCounts();
+  } finally {
+    if (controller === state.countsController) {
+      state.countsController = null;
+      document.body.dataset.counts = 'loaded';
+    }
+  }
+}
+
+/** The count of `value` in menu `key` for the current filters, or null. */
+function facetCount(key, value) {
+  const counts = state.counts && state.counts[key];
+  const count = counts && counts[value];
+  return count && typeof count.count === 'number' ? count : null;
+}
+
+function renderCounts() {
+  for (const node of document.querySelectorAll('.multi-options .facet-count')) {
+    const count = facetCount(node.dataset.filter, node.dataset.value);
+    node.textContent = count ? countText(count) : '';
+    node.closest('label').classList.toggle('is-zero', Boolean(count && count.count === 0));
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -535,8 +1077,8 @@ function syncControls() {
   $('f-resource-name').value = f.resource_name;
   $('f-request-id').value = f.request_id;
   $('f-range').value = f.range;
-  $('f-from').value = f.from;
-  $('f-to').value = f.to;
+  $('f-from').value = dayOf(f.from);
+  $('f-to').value = dayOf(f.to);
   for (const node of document.querySelectorAll('.custom-dates')) node.hidden = f.range !== 'custom';
   for (const multi of MULTI) updateMultiButton(multi.key);
   renderChips();
@@ -544,6 +1086,15 @@ function syncControls() {
   const badge = $('filters-count');
   badge.textContent = String(count);
   badge.hidden = count === 0;
+}
+
+/** The local day a page `from`/`to` value falls on, for the date inputs. */
+function dayOf(text) {
+  if (!text || isDay(text)) return text || '';
+  const date = new Date(Date.parse(text));
+  if (Number.isNaN(date.getTime())) return '';
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${String(date.getFullYear()).padStart(4, '0')}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
 }
 
 function describeValue(key, value) {
@@ -573,9 +1124,10 @@ function describeFilters(filters, query) {
     items.push({ key: 'range', text: `${RANGE_LABELS[filters.range]}${since}` });
   } else if (filters.range === 'custom' && (filters.from || filters.to)) {
     const parts = [];
-    if (filters.from) parts.push(`from ${filters.from}`);
-    if (filters.to) parts.push(`to ${filters.to} inclusive`);
-    items.push({ key: 'range', text: `Dates ${parts.join(' ')}` });
+    const instant = (text) => `${timeFormat.format(new Date(Date.parse(text)))} (${ZONE})`;
+    if (filters.from) parts.push(isDay(filters.from) ? `from ${filters.from}` : `from ${instant(filters.from)}`);
+    if (filters.to) parts.push(isDay(filters.to) ? `to ${filters.to} inclusive` : `until ${instant(filters.to)}, exclusive`);
+    items.push({ key: 'range', text: `${isDay(filters.from || filters.to) ? 'Dates' : 'Time'} ${parts.join(' ')}` });
   }
   return items;
 }
@@ -661,7 +1213,8 @@ function buildMultiSelects() {
           checked: state.filters[multi.key].includes(option.value),
           onchange: () => onMultiChange(multi.key),
         }),
-        el('span', {}, option.label)))));
+        el('span', { class: 'option-label' }, option.label),
+        el('span', { class: 'facet-count', 'data-filter': multi.key, 'data-value': option.value }, '')))));
     const pop = el('div', { class: 'multi-pop', id: popId, role: 'group', 'aria-label': multi.label, hidden: true });
     if (options.length > 8) {
       pop.append(el('input', {
@@ -682,6 +1235,7 @@ function buildMultiSelects() {
     return el('div', { class: 'multi', 'data-key': multi.key }, button, pop);
   }));
   for (const multi of MULTI) updateMultiButton(multi.key);
+  renderCounts();
 }
 
 function updateMultiButton(key) {
@@ -743,8 +1297,10 @@ function valueNode(value) {
 function openDetail(event, { focus = true, fromRow = null } = {}) {
   state.selectedId = event.id;
   lastOpened = event;
-  detailReturnFocus = fromRow || document.activeElement;
-  for (const row of document.querySelectorAll('#log-body tr')) row.setAttribute('aria-selected', row.dataset.id === event.id ? 'true' : 'false');
+  // Moving between events inside the panel (its history) keeps where focus returns to.
+  const fromPanel = document.activeElement && document.activeElement.closest && document.activeElement.closest('#detail');
+  if (fromRow || !fromPanel || !detailReturnFocus) detailReturnFocus = fromRow || document.activeElement;
+  for (const row of document.querySelectorAll('#log-body tr[data-id]')) row.setAttribute('aria-selected', row.dataset.id === event.id ? 'true' : 'false');
   const date = new Date(event.occurred_at);
   $('detail-kicker').textContent = event.category;
   $('detail-title').textContent = `${humanize(event.action)}${event.resource_name ? ` · ${event.resource_name}` : ''}`;
@@ -813,9 +1369,17 @@ function openDetail(event, { focus = true, fromRow = null } = {}) {
       field('Hash', chain.hash, { field: 'chain_hash', mono: true }),
       field('Previous hash', chain.prev_hash, { field: 'chain_prev_hash', mono: true }))));
   }
+  let historySection = null;
+  if (event.resource_id) {
+    historySection = el('section', { class: 'history', id: 'resource-history', 'aria-busy': 'true' },
+      el('h3', {}, 'History of this resource'),
+      el('p', { class: 'muted' }, 'Loading…'));
+    body.push(historySection);
+  }
   body.push(el('details', { class: 'raw' }, el('summary', {}, 'Raw event (JSON)'), el('pre', { class: 'json' }, JSON.stringify(event, null, 2))));
   $('detail-body').replaceChildren(...body);
   $('detail-body').scrollTop = 0;
+  if (historySection) loadResourceHistory(event, historySection);
 
   const panel = $('detail');
   panel.hidden = false;
@@ -823,6 +1387,41 @@ function openDetail(event, { focus = true, fromRow = null } = {}) {
   document.body.classList.add('has-detail');
   history.replaceState(null, '', pageQuery(state.filters, event.id) || location.pathname);
   if (focus) $('detail-title').focus();
+}
+
+/** The number of a resource's events the detail panel lists. */
+const HISTORY_SIZE = 50;
+
+/** Fills the panel's history section: every event of the resource (same category and id), newest first. */
+async function loadResourceHistory(event, section) {
+  const params = new URLSearchParams({ category: event.category, resource_id: event.resource_id, limit: String(HISTORY_SIZE) });
+  let page;
+  try {
+    page = await getJson(`events?${params}`);
+  } catch (error) {
+    if (!section.isConnected) return;
+    section.removeAttribute('aria-busy');
+    section.replaceChildren(el('h3', {}, 'History of this resource'), el('p', { class: 'muted' }, `Could not load it: ${error.message}`));
+    return;
+  }
+  // Another event may have been opened meanwhile.
+  if (!section.isConnected) return;
+  const items = Array.isArray(page.items) ? page.items : [];
+  const list = el('ol', { class: 'timeline' }, items.map((item) => {
+    const date = new Date(item.occurred_at);
+    const who = item.actor_email || item.actor_id || 'Not signed in';
+    return el('li', { 'data-id': item.id, 'aria-current': item.id === event.id ? 'true' : null, class: item.outcome === 'deny' ? 'is-deny' : '' },
+      el('button', { type: 'button', class: 'link-button', disabled: item.id === event.id, onclick: () => openDetail(item, { focus: true }) },
+        humanize(item.action)),
+      el('span', { class: 'muted' }, ` · ${who} · `),
+      el('time', { datetime: item.occurred_at }, Number.isNaN(date.getTime()) ? item.occurred_at : timeFormat.format(date)),
+      item.outcome === 'deny' ? el('span', { class: 'badge deny' }, 'Denied') : null);
+  }));
+  const more = page.next_cursor
+    ? el('p', { class: 'muted' }, `The latest ${HISTORY_SIZE} are shown; “Same resource” lists them all.`)
+    : null;
+  section.removeAttribute('aria-busy');
+  section.replaceChildren(el('h3', {}, `History of this resource (${items.length}${page.next_cursor ? '+' : ''})`), list, more);
 }
 
 function closeDetail(restoreFocus = true) {
@@ -940,6 +1539,7 @@ function applyColumns() {
   }
   state.columns = chosen;
   saveColumns(chosen);
+  history.replaceState(null, '', pageQuery(state.filters, state.selectedId) || location.pathname);
   $('columns-dialog').close();
   renderHead();
   renderRows();
@@ -990,13 +1590,15 @@ function onTableKey(event) {
     if (found) openDetail(found, { fromRow: row });
   } else if (event.key === 'ArrowDown' || event.key === 'ArrowUp') {
     event.preventDefault();
-    const next = event.key === 'ArrowDown' ? row.nextElementSibling : row.previousElementSibling;
-    if (next) next.focus();
+    // By position in the loaded events, not in the DOM: with windowed rendering the next
+    // event's row may not be rendered yet.
+    const index = state.events.findIndex((e) => e.id === row.dataset.id);
+    const target = index + (event.key === 'ArrowDown' ? 1 : -1);
+    if (target >= 0 && target < state.events.length) focusEventAt(target);
     else if (event.key === 'ArrowDown' && state.nextCursor) $('load-more').focus();
   } else if (event.key === 'Home' || event.key === 'End') {
     event.preventDefault();
-    const rows = $('log-body').rows;
-    if (rows.length) rows[event.key === 'Home' ? 0 : rows.length - 1].focus();
+    if (state.events.length) focusEventAt(event.key === 'Home' ? 0 : state.events.length - 1);
   }
 }
 
@@ -1027,20 +1629,17 @@ function init() {
   const canExport = meta('audit-can-export') !== 'false';
   const download = $('download-button');
   if (!canExport) {
-    download.disabled = true;
-    download.title = 'You can view the activity log but do not hold the audit export permission.';
-    download.after(el('span', { class: 'visually-hidden', id: 'download-disabled-note' }, download.title));
+    // aria-disabled, not disabled: the button stays focusable, so keyboard and screen-reader
+    // users reach it and hear why it does nothing.
+    const reason = 'You can view the activity log but do not hold the audit export permission.';
+    download.setAttribute('aria-disabled', 'true');
+    download.title = reason;
+    download.after(el('span', { class: 'visually-hidden', id: 'download-disabled-note' }, reason));
     download.setAttribute('aria-describedby', 'download-disabled-note');
   }
 
-  const { filters, eventId } = readUrl();
-  state.filters = filters;
   renderHead();
-  syncControls();
-  buildMultiSelects();
-  loadFacets();
-  loadEvents();
-  if (eventId) openDetailById(eventId);
+  if (applyUrl()) loadFacets();
 
   // Text inputs apply after a pause in typing, and at once on Enter.
   const textFilter = (input, key) => {
@@ -1067,15 +1666,16 @@ function init() {
     }
     applyFilters({ ...state.filters, range, from: '', to: '' });
   });
-  for (const id of ['f-from', 'f-to']) {
+  for (const [id, key] of [['f-from', 'from'], ['f-to', 'to']]) {
     $(id).addEventListener('change', () => {
-      const from = $('f-from').value;
-      const to = $('f-to').value;
-      if (from && to && from > to) {
-        toast('The start date is after the end date.');
+      // Only the edited bound changes; a time of day the other bound came with is kept.
+      const next = { ...state.filters, range: 'custom', [key]: $(id).value };
+      if (next[key] && !isDay(next[key])) return;
+      if (next.from && next.to && fromInstant(next.from) >= toInstant(next.to)) {
+        toast('The start is after the end.');
         return;
       }
-      applyFilters({ ...state.filters, range: 'custom', from, to });
+      applyFilters(next);
     });
   }
   $('clear-filters').addEventListener('click', clearFilters);
@@ -1086,7 +1686,14 @@ function init() {
 
   $('log-body').addEventListener('keydown', onTableKey);
   $('log-body').addEventListener('click', onTableClick);
-  $('load-more').addEventListener('click', () => loadEvents({ append: true }));
+  $('load-more').addEventListener('click', () => {
+    if ($('load-more').getAttribute('aria-disabled') !== 'true') loadEvents({ append: true });
+  });
+  $('table-wrap').addEventListener('scroll', onTableScroll, { passive: true });
+  $('log-body').addEventListener('focusin', (e) => {
+    const row = e.target.closest('tr[data-id]');
+    if (row && row.tabIndex !== 0) setRovingRow(row, false);
+  });
 
   $('detail-close').addEventListener('click', () => closeDetail());
   $('same-request').addEventListener('click', () => {
@@ -1118,7 +1725,10 @@ function init() {
     renderColumnsList();
   });
 
-  download.addEventListener('click', openDownloadDialog);
+  download.addEventListener('click', () => {
+    if (download.getAttribute('aria-disabled') === 'true') toast(download.title);
+    else openDownloadDialog();
+  });
   for (const radio of document.querySelectorAll('input[name="format"]')) radio.addEventListener('change', updateDownloadLink);
   $('download-cancel').addEventListener('click', () => $('download-dialog').close());
   $('download-link').addEventListener('click', () => {
@@ -1150,12 +1760,8 @@ function init() {
 
   window.addEventListener('popstate', () => {
     if (state.blocked) return;
-    const next = readUrl();
-    state.filters = next.filters;
-    syncControls();
     closeDetail(false);
-    loadEvents();
-    if (next.eventId) openDetailById(next.eventId);
+    applyUrl();
   });
 }
 

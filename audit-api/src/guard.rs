@@ -42,8 +42,10 @@ async fn authorize(
         tracing::error!(%error, "could not record a denied access to the audit log");
     }
     let response = match (rendering, status) {
-        (Rendering::Html, StatusCode::UNAUTHORIZED) => page::sign_in_required(),
-        (Rendering::Html, _) => page::permission_missing(),
+        (Rendering::Html, StatusCode::UNAUTHORIZED) => {
+            page::sign_in_required(state.sign_in_url.as_deref())
+        }
+        (Rendering::Html, _) => page::permission_missing(state.sign_in_url.as_deref()),
         (Rendering::Json, StatusCode::UNAUTHORIZED) => {
             ApiError::Unauthenticated("sign in to see the audit log".into()).into_response()
         }

@@ -1,6 +1,8 @@
 //! The route handlers. Each takes its access guard first, then parses its own query string.
 
-use audit_store::{AuditEvent, TenantScope};
+use std::collections::BTreeMap;
+
+use audit_store::{AuditEvent, AuditStore, EventFilter, MatchCount, StoreError, TenantScope};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -8,13 +10,13 @@ use axum::extract::{FromRequestParts, MatchedPath, OriginalUri, Path, RawQuery, 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, stream};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::export::{CHAIN_HEAD_HEADER, Column, ExportBody, encoder, pin, pinned};
+use crate::export::{CHAIN_HEAD_HEADER, Column, ExportBody, ExportRecord, encoder, pin, pinned};
 use crate::guard::{CanExport, CanView, CanViewPage};
 use crate::page;
 use crate::params::{Endpoint, PARAMETERS, ParsedQuery, parse_query};
@@ -35,7 +37,7 @@ pub(crate) async fn page(
 ) -> Response {
     let path = original.path();
     if path.ends_with('/') {
-        return page::activity_log(&viewer, None);
+        return page::activity_log(&viewer, None, state.sign_in_url.as_deref());
     }
     let trailing_slash_is_routed = state.page_at_trailing_slash
         || matched.is_some_and(|matched| matched.as_str().ends_with('/'));
@@ -46,7 +48,11 @@ pub(crate) async fn page(
         };
         return Redirect::permanent(&target).into_response();
     }
-    page::activity_log(&viewer, Some(&format!("{path}/")))
+    page::activity_log(
+        &viewer,
+        Some(&format!("{path}/")),
+        state.sign_in_url.as_deref(),
+    )
 }
 
 /// The body of `GET /events`.
@@ -54,6 +60,23 @@ pub(crate) async fn page(
 pub(crate) struct EventPage {
     items: Vec<AuditEvent>,
     next_cursor: Option<String>,
+    /// How many events match the filters, exact up to the router's bound; `None` when the
+    /// store cannot count.
+    total: Option<MatchCount>,
+}
+
+/// A bounded count, or `None` from a store that cannot count (`Unsupported`).
+pub(crate) async fn count_if_supported(
+    store: &dyn AuditStore,
+    filter: &EventFilter,
+    scope: &TenantScope,
+    bound: u64,
+) -> Result<Option<MatchCount>, StoreError> {
+    match store.count(filter, scope, bound).await {
+        Ok(count) => Ok(Some(count)),
+        Err(StoreError::Unsupported(_)) => Ok(None),
+        Err(error) => Err(error),
+    }
 }
 
 /// `GET /events`
@@ -63,13 +86,23 @@ pub(crate) async fn list_events(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<EventPage>, ApiError> {
     let query = parse_query(raw.as_deref(), Endpoint::Events)?;
-    let page = state
-        .store
-        .query(&query.filter, &viewer.tenants, &query.page())
-        .await?;
+    let page_request = query.page();
+    let (page, total) = futures_util::future::try_join(
+        state
+            .store
+            .query(&query.filter, &viewer.tenants, &page_request),
+        count_if_supported(
+            &*state.store,
+            &query.filter,
+            &viewer.tenants,
+            state.count_bound,
+        ),
+    )
+    .await?;
     Ok(Json(EventPage {
         items: page.items,
         next_cursor: page.next_cursor.map(|cursor| cursor.encode()),
+        total,
     }))
 }
 
@@ -95,14 +128,109 @@ pub(crate) async fn get_event(
         .ok_or_else(|| ApiError::NotFound(format!("no event {id}")))
 }
 
+/// The body of `GET /facets`: the values, and per value how many events match.
+#[derive(Debug, Serialize)]
+pub(crate) struct FacetsAnswer {
+    #[serde(flatten)]
+    facets: audit_store::Facets,
+    /// `None` when the store cannot count.
+    counts: Option<FacetCounts>,
+}
+
+/// Per filter parameter and value: the events the request's filters match with that
+/// parameter set to that value alone (so a menu shows what ticking a value would give).
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct FacetCounts {
+    category: BTreeMap<String, MatchCount>,
+    action: BTreeMap<String, MatchCount>,
+    status: BTreeMap<String, MatchCount>,
+    user: BTreeMap<String, MatchCount>,
+}
+
+/// Which parameter a facet count is for.
+#[derive(Debug, Clone, Copy)]
+enum FacetKind {
+    Category,
+    Action,
+    Status,
+    User,
+}
+
+/// How many counts of one `/facets` request run at the same time (the SQLite store reads on
+/// four connections).
+const PARALLEL_COUNTS: usize = 4;
+
 /// `GET /facets`
 pub(crate) async fn facets(
     CanView(viewer): CanView,
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<audit_store::Facets>, ApiError> {
-    parse_query(raw.as_deref(), Endpoint::NoParameters)?;
-    Ok(Json(state.store.facets(&viewer.tenants).await?))
+) -> Result<Json<FacetsAnswer>, ApiError> {
+    let query = parse_query(raw.as_deref(), Endpoint::Facets)?;
+    let facets = state.store.facets(&viewer.tenants).await?;
+    let base = &query.filter;
+    let mut jobs: Vec<(FacetKind, String, EventFilter)> = Vec::new();
+    for category in &facets.categories {
+        let filter = EventFilter {
+            categories: vec![category.clone()],
+            ..base.clone()
+        };
+        jobs.push((FacetKind::Category, category.clone(), filter));
+    }
+    for action in &facets.actions {
+        let filter = EventFilter {
+            actions: vec![action.clone()],
+            ..base.clone()
+        };
+        jobs.push((FacetKind::Action, action.as_str().to_owned(), filter));
+    }
+    for outcome in &facets.outcomes {
+        let filter = EventFilter {
+            outcomes: vec![*outcome],
+            ..base.clone()
+        };
+        jobs.push((FacetKind::Status, outcome.as_str().to_owned(), filter));
+    }
+    for user in &facets.users {
+        // The value the page offers for a user: the e-mail, else the id.
+        if let Some(value) = user.email.clone().or_else(|| user.id.clone()) {
+            let filter = EventFilter {
+                users: vec![value.clone()],
+                ..base.clone()
+            };
+            jobs.push((FacetKind::User, value, filter));
+        }
+    }
+    let bound = state.count_bound;
+    let answers: Vec<_> = stream::iter(jobs)
+        .map(|(kind, value, filter)| {
+            let store = std::sync::Arc::clone(&state.store);
+            let scope = viewer.tenants.clone();
+            async move {
+                let count = count_if_supported(&*store, &filter, &scope, bound).await;
+                (kind, value, count)
+            }
+        })
+        .buffered(PARALLEL_COUNTS)
+        .collect()
+        .await;
+    let mut counts = Some(FacetCounts::default());
+    for (kind, value, count) in answers {
+        let Some(count) = count? else {
+            counts = None;
+            continue;
+        };
+        if let Some(counts) = counts.as_mut() {
+            let map = match kind {
+                FacetKind::Category => &mut counts.category,
+                FacetKind::Action => &mut counts.action,
+                FacetKind::Status => &mut counts.status,
+                FacetKind::User => &mut counts.user,
+            };
+            map.insert(value, count);
+        }
+    }
+    Ok(Json(FacetsAnswer { facets, counts }))
 }
 
 /// `GET /openapi.json`
@@ -130,7 +258,9 @@ pub(crate) async fn not_found(State(state): State<AppState>, request: Request) -
     let is_page = matches!(parts.uri.path(), "" | "/") && parts.method == http::Method::GET;
     if is_page {
         return match CanViewPage::from_request_parts(&mut parts, &state).await {
-            Ok(CanViewPage(viewer)) => page::activity_log(&viewer, None),
+            Ok(CanViewPage(viewer)) => {
+                page::activity_log(&viewer, None, state.sign_in_url.as_deref())
+            }
             Err(denied) => denied,
         };
     }
@@ -171,19 +301,26 @@ pub(crate) async fn export(
     if let Some(head) = head {
         attributes.insert("chain_head".into(), Value::from(head));
     }
-    // An export that cannot be recorded does not happen: the audit log must know of every
-    // copy of itself that left the building.
-    state
-        .sink
-        .record(export_event(&facts, &viewer, &file_name, attributes))
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, "could not record an export; refusing it");
-            ApiError::SelfAuditUnavailable
-        })?;
-    let body = Body::from_stream(ExportBody::new(first, events, encoder(format, columns)));
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\""))
         .map_err(|_| ApiError::Internal)?;
+    // An export that cannot be recorded does not happen: the audit log must know of every
+    // copy of itself that left the building. Room for its event is taken now; the event is
+    // written when the stream ends (or is cut short), with the rows, bytes and duration.
+    let slot = std::sync::Arc::clone(&state.sink)
+        .reserve()
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "could not reserve the record of an export; refusing it");
+            ApiError::SelfAuditUnavailable
+        })?;
+    let record = ExportRecord::new(
+        export_event(&facts, &viewer, &file_name, attributes),
+        slot,
+        facts.started(),
+    );
+    let body = Body::from_stream(
+        ExportBody::new(first, events, encoder(format, columns)).recorded(record),
+    );
     let mut response = (
         [
             (

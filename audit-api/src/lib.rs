@@ -51,6 +51,7 @@ pub mod export;
 mod forwarding;
 mod guard;
 mod handlers;
+mod histogram;
 pub mod manifest;
 mod openapi;
 mod page;
@@ -64,8 +65,8 @@ pub use export::{Column, ExportFormat};
 #[cfg(feature = "utoipa")]
 pub use openapi::openapi;
 pub use params::{Endpoint, PARAMETERS, ParameterSpec, ValueKind};
-pub use router::{AuditRouter, router};
-pub use self_audit::{AUDIT_LOG_CATEGORY, AuditSink, RecorderSink, SinkError};
+pub use router::{AuditRouter, DEFAULT_COUNT_BOUND, router};
+pub use self_audit::{AUDIT_LOG_CATEGORY, AuditSink, RecorderSink, SinkError, SinkSlot};
 /// The utoipa release [`openapi()`] returns a document of (feature `utoipa`).
 #[cfg(feature = "utoipa")]
 pub use utoipa;

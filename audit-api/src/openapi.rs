@@ -212,6 +212,55 @@ mod schemas {
         pub items: Vec<AuditEvent>,
         /// Pass back as `cursor` for the next page; null on the last page.
         pub next_cursor: Option<String>,
+        /// How many events match the filters (all pages), exact up to a bound; null when the
+        /// store cannot count.
+        pub total: Option<AuditMatchCount>,
+    }
+
+    /// A number of matching events, counted exactly up to a bound (10,000 by default).
+    #[derive(ToSchema)]
+    pub(crate) struct AuditMatchCount {
+        /// The number of matches, or the bound when there are more.
+        pub count: u64,
+        /// False when counting stopped at the bound: read `count` as "`count` or more".
+        pub exact: bool,
+    }
+
+    /// Allowed and denied events per hour or day, for a chart.
+    #[derive(ToSchema)]
+    pub(crate) struct AuditHistogram {
+        /// `hour` or `day`.
+        pub interval: String,
+        /// The first bar's start, RFC 3339 UTC (inclusive).
+        #[schema(format = DateTime)]
+        pub from: String,
+        /// The last bar's end, RFC 3339 UTC (exclusive).
+        #[schema(format = DateTime)]
+        pub to: String,
+        /// One per interval, oldest first, none skipped.
+        pub buckets: Vec<AuditHistogramBucket>,
+    }
+
+    /// One bar of the histogram: `[start, end)`.
+    #[derive(ToSchema)]
+    pub(crate) struct AuditHistogramBucket {
+        #[schema(format = DateTime)]
+        pub start: String,
+        #[schema(format = DateTime)]
+        pub end: String,
+        pub allow: AuditMatchCount,
+        pub deny: AuditMatchCount,
+    }
+
+    /// Per filter parameter, per value: how many events the request's filters match with
+    /// that parameter set to that value alone.
+    #[derive(ToSchema)]
+    pub(crate) struct AuditFacetCounts {
+        pub category: std::collections::BTreeMap<String, AuditMatchCount>,
+        pub action: std::collections::BTreeMap<String, AuditMatchCount>,
+        pub status: std::collections::BTreeMap<String, AuditMatchCount>,
+        /// Keyed by the user's e-mail, else their id.
+        pub user: std::collections::BTreeMap<String, AuditMatchCount>,
     }
 
     /// The values the viewer may filter on.
@@ -222,6 +271,8 @@ mod schemas {
         pub users: Vec<AuditFacetUser>,
         #[schema(inline)]
         pub outcomes: Vec<AuditOutcome>,
+        /// Counts for the request's filters; null when the store cannot count.
+        pub counts: Option<AuditFacetCounts>,
     }
 
     /// One actor offered as a `user` filter value.
@@ -279,6 +330,9 @@ fn value_schema(kind: ValueKind) -> Schema {
         ValueKind::Seq => ObjectBuilder::new()
             .schema_type(Type::Integer)
             .minimum(Some(0)),
+        ValueKind::Interval => string()
+            .enum_values(Some(["hour", "day"]))
+            .default(Some(json!("day"))),
     };
     Schema::Object(object.build())
 }
@@ -341,6 +395,10 @@ fn operation(route: &RouteSpec) -> Operation {
         ),
         Produces::Event => json_response("The event", schema_ref::<schemas::AuditEvent>()),
         Produces::Facets => json_response("The facets", schema_ref::<schemas::AuditFacets>()),
+        Produces::Histogram => json_response(
+            "Allowed and denied events per interval",
+            schema_ref::<schemas::AuditHistogram>(),
+        ),
         Produces::Manifest => json_response(
             "The signed manifest",
             schema_ref::<schemas::AuditExportManifest>(),
@@ -478,6 +536,10 @@ pub(crate) fn document() -> OpenApi {
                 .schema_from::<schemas::AuditEventPage>()
                 .schema_from::<schemas::AuditFacets>()
                 .schema_from::<schemas::AuditFacetUser>()
+                .schema_from::<schemas::AuditMatchCount>()
+                .schema_from::<schemas::AuditFacetCounts>()
+                .schema_from::<schemas::AuditHistogram>()
+                .schema_from::<schemas::AuditHistogramBucket>()
                 .schema_from::<schemas::AuditForwarding>()
                 .schema_from::<schemas::AuditSinkStatus>()
                 .schema_from::<schemas::AuditForwardHalt>()

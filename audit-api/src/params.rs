@@ -21,7 +21,11 @@ pub enum Endpoint {
     Events,
     /// `GET /export`
     Export,
-    /// Routes taking no parameter at all (`/events/{id}`, `/facets`, `/openapi.json`).
+    /// `GET /facets`: the filter parameters, which its counts are for.
+    Facets,
+    /// `GET /histogram`: the filter parameters and `interval`.
+    Histogram,
+    /// Routes taking no parameter at all (`/events/{id}`, `/openapi.json`).
     NoParameters,
 }
 
@@ -30,6 +34,8 @@ impl Endpoint {
         match self {
             Endpoint::Events => "/events",
             Endpoint::Export => "/export",
+            Endpoint::Facets => "/facets",
+            Endpoint::Histogram => "/histogram",
             Endpoint::NoParameters => "this route",
         }
     }
@@ -56,6 +62,8 @@ pub enum ValueKind {
     Columns,
     /// A hash-chain sequence number (a non-negative integer).
     Seq,
+    /// `hour` or `day`.
+    Interval,
 }
 
 /// One accepted query parameter.
@@ -71,6 +79,10 @@ pub struct ParameterSpec {
     pub events: bool,
     /// Accepted by `GET /export`.
     pub export: bool,
+    /// Accepted by `GET /facets` (the filters its counts are for).
+    pub facets: bool,
+    /// Accepted by `GET /histogram`.
+    pub histogram: bool,
     /// The value's type.
     pub kind: ValueKind,
     /// What it matches, for the OpenAPI document.
@@ -83,6 +95,8 @@ impl ParameterSpec {
         match endpoint {
             Endpoint::Events => self.events,
             Endpoint::Export => self.export,
+            Endpoint::Facets => self.facets,
+            Endpoint::Histogram => self.histogram,
             Endpoint::NoParameters => false,
         }
     }
@@ -100,6 +114,8 @@ const fn filter(
         repeatable,
         events: true,
         export: true,
+        facets: true,
+        histogram: true,
         kind,
         description,
     }
@@ -182,6 +198,8 @@ pub const PARAMETERS: &[ParameterSpec] = &[
     ),
     ParameterSpec {
         export: false,
+        facets: false,
+        histogram: false,
         ..filter(
             "limit",
             false,
@@ -191,6 +209,8 @@ pub const PARAMETERS: &[ParameterSpec] = &[
     },
     ParameterSpec {
         export: false,
+        facets: false,
+        histogram: false,
         ..filter(
             "cursor",
             false,
@@ -200,6 +220,8 @@ pub const PARAMETERS: &[ParameterSpec] = &[
     },
     ParameterSpec {
         events: false,
+        facets: false,
+        histogram: false,
         ..filter(
             "format",
             false,
@@ -209,6 +231,8 @@ pub const PARAMETERS: &[ParameterSpec] = &[
     },
     ParameterSpec {
         events: false,
+        facets: false,
+        histogram: false,
         ..filter(
             "columns",
             false,
@@ -218,6 +242,8 @@ pub const PARAMETERS: &[ParameterSpec] = &[
     },
     ParameterSpec {
         events: false,
+        facets: false,
+        histogram: false,
         ..filter(
             "chain_head",
             false,
@@ -226,6 +252,18 @@ pub const PARAMETERS: &[ParameterSpec] = &[
              head when the export starts, answered in `X-Audit-Chain-Head`). Pass that value \
              back to reproduce an export exactly; more than the current head is a 400.",
         )
+    },
+    ParameterSpec {
+        name: "interval",
+        alias: None,
+        repeatable: false,
+        events: false,
+        export: false,
+        facets: false,
+        histogram: true,
+        kind: ValueKind::Interval,
+        description: "`/histogram` only: the width of a bar, `hour` or `day` (default `day`), \
+                      aligned to UTC.",
     },
 ];
 
@@ -239,6 +277,8 @@ pub(crate) struct ParsedQuery {
     pub(crate) columns: Option<Vec<Column>>,
     /// The chain position an export is pinned to, if the client gave one.
     pub(crate) chain_head: Option<u64>,
+    /// The bar width of a histogram.
+    pub(crate) interval: Option<crate::histogram::Interval>,
     /// The filter parameters under their canonical names, as given: recorded in the
     /// attributes of an export's own audit event.
     pub(crate) filters_given: BTreeMap<&'static str, Vec<String>>,
@@ -354,6 +394,7 @@ fn apply(
         "cursor" => parsed.cursor = Some(Cursor::decode(&value)?),
         "format" => parsed.format = Some(value.parse().map_err(invalid)?),
         "columns" => parsed.columns = Some(parse_columns(&value).map_err(invalid)?),
+        "interval" => parsed.interval = Some(value.parse().map_err(invalid)?),
         "chain_head" => {
             let seq = value
                 .parse::<u64>()
@@ -501,12 +542,15 @@ mod tests {
             ValueKind::Format => "json",
             ValueKind::Columns => "id",
             ValueKind::Seq => "12",
+            ValueKind::Interval => "hour",
         };
         for spec in PARAMETERS.iter().filter(|s| s.kind != ValueKind::Cursor) {
             let endpoint = if spec.events {
                 Endpoint::Events
-            } else {
+            } else if spec.export {
                 Endpoint::Export
+            } else {
+                Endpoint::Histogram
             };
             let raw = format!("{}={}", spec.name, sample(spec));
             assert!(parse_query(Some(&raw), endpoint).is_ok(), "{raw}");

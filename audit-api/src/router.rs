@@ -31,6 +31,10 @@ pub(crate) struct Inner {
     /// What `/forwarding` reports: the host's forwarder, or the store's cursors.
     pub(crate) forwarding: Arc<dyn ForwardingStatus>,
     pub(crate) openapi_json: Bytes,
+    /// How far `/events` totals and `/facets` counts are exact ([`AuditRouter::count_bound`]).
+    pub(crate) count_bound: u64,
+    /// Where the denial pages send a visitor to sign in ([`AuditRouter::sign_in_url`]).
+    pub(crate) sign_in_url: Option<String>,
     /// Whether `{prefix}/` is routed to the page ([`AuditRouter::mount`]); if not, the page
     /// is served at the bare prefix, where plain `Router::nest` puts the `/` route.
     pub(crate) page_at_trailing_slash: bool,
@@ -50,6 +54,7 @@ pub(crate) enum Produces {
     EventPage,
     Event,
     Facets,
+    Histogram,
     Export,
     OpenApi,
     Checkpoint,
@@ -70,6 +75,11 @@ pub(crate) struct RouteSpec {
     pub(crate) handler: fn() -> MethodRouter<AppState>,
 }
 
+/// How far `/events` totals and `/facets` counts are exact unless the host says otherwise
+/// ([`AuditRouter::count_bound`]): past it a count reads "10000+", and counting costs at most
+/// this many rows per count.
+pub const DEFAULT_COUNT_BOUND: u64 = 10_000;
+
 /// Every route, relative to wherever the host nests the router.
 pub(crate) const ROUTES: &[RouteSpec] = &[
     RouteSpec {
@@ -87,7 +97,10 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         operation_id: "listEvents",
         summary: "One page of matching events, newest first",
         description: "AND between parameters, OR between repeated values of one parameter. \
-                      Pass `next_cursor` back as `cursor`, with the same filters, for the next page.",
+                      Pass `next_cursor` back as `cursor`, with the same filters, for the next page. \
+                      `total` is the number of matching events, exact up to a bound (10,000 by \
+                      default): past it, `count` is the bound and `exact` is false (\"10000+\"); \
+                      null when the store cannot count.",
         permission: Permission::View,
         endpoint: Endpoint::Events,
         produces: Produces::EventPage,
@@ -106,12 +119,29 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     RouteSpec {
         path: "/facets",
         operation_id: "getFacets",
-        summary: "The values the viewer may filter on",
-        description: "Distinct categories, actions, users and outcomes within the viewer's tenants.",
+        summary: "The values the viewer may filter on, with counts",
+        description: "Distinct categories, actions, users and outcomes within the viewer's tenants. \
+                      `counts` gives, per parameter (`category`, `action`, `status`, `user`) and \
+                      value, how many events the given filters would match with that parameter \
+                      set to that value alone, bounded like the `total` of `/events`; null when \
+                      the store cannot count.",
         permission: Permission::View,
-        endpoint: Endpoint::NoParameters,
+        endpoint: Endpoint::Facets,
         produces: Produces::Facets,
         handler: || get(handlers::facets),
+    },
+    RouteSpec {
+        path: "/histogram",
+        operation_id: "getHistogram",
+        summary: "Allowed and denied events per hour or day",
+        description: "The filters of `/events` plus `interval` (`hour` or `day`, default `day`). \
+                      Bars are aligned to UTC and cover `from` to `to` (default: to now, from \
+                      30 days or 48 hours before `to`), at most 1,000 bars (else a 400 on \
+                      `interval`). Each bar's counts are bounded like the `total` of `/events`.",
+        permission: Permission::View,
+        endpoint: Endpoint::Histogram,
+        produces: Produces::Histogram,
+        handler: || get(crate::histogram::histogram),
     },
     RouteSpec {
         path: "/export",
@@ -215,6 +245,8 @@ pub struct AuditRouter {
     sink: Option<Arc<dyn AuditSink>>,
     signer: Option<Arc<CheckpointSigner>>,
     forwarding: Option<Arc<dyn ForwardingStatus>>,
+    count_bound: u64,
+    sign_in_url: Option<String>,
 }
 
 impl std::fmt::Debug for AuditRouter {
@@ -236,6 +268,8 @@ impl AuditRouter {
             sink: None,
             signer: None,
             forwarding: None,
+            count_bound: DEFAULT_COUNT_BOUND,
+            sign_in_url: None,
         }
     }
 
@@ -247,6 +281,8 @@ impl AuditRouter {
             sink: None,
             signer: None,
             forwarding: None,
+            count_bound: DEFAULT_COUNT_BOUND,
+            sign_in_url: None,
         }
     }
 
@@ -287,6 +323,51 @@ impl AuditRouter {
     /// ```
     pub fn forwarding(mut self, status: impl ForwardingStatus) -> Self {
         self.forwarding = Some(Arc::new(status));
+        self
+    }
+
+    /// Counts matching events exactly up to `bound` (default [`DEFAULT_COUNT_BOUND`]) for
+    /// the `total` of `/events` and the `counts` of `/facets`; past it a count says
+    /// "`bound` or more". Each count reads at most `bound + 1` rows, so this bounds its cost.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use audit_api::{Access, AuditRouter};
+    /// use audit_store::SqliteStore;
+    /// use http::request::Parts;
+    ///
+    /// let store = SqliteStore::connect("sqlite::memory:").await?;
+    /// let policy = |_: &Parts| async { Access::Unauthenticated };
+    /// let router = AuditRouter::new(store, policy).count_bound(1_000).into_router();
+    /// # let _ = router;
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+    /// ```
+    pub fn count_bound(mut self, bound: u64) -> Self {
+        self.count_bound = bound;
+        self
+    }
+
+    /// Links the page's "sign in" answers to `url`, the host's sign-in page: the 401 page a
+    /// visitor who is not signed in gets offers "Sign in", the 403 page "Sign in as someone
+    /// else", and the open page says the same when a session ends. Without it they only say
+    /// to sign in.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use audit_api::{Access, AuditRouter};
+    /// use audit_store::SqliteStore;
+    /// use http::request::Parts;
+    ///
+    /// let store = SqliteStore::connect("sqlite::memory:").await?;
+    /// let policy = |_: &Parts| async { Access::Unauthenticated };
+    /// let router = AuditRouter::new(store, policy).sign_in_url("/login").into_router();
+    /// # let _ = router;
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+    /// ```
+    pub fn sign_in_url(mut self, url: impl Into<String>) -> Self {
+        self.sign_in_url = Some(url.into());
         self
     }
 
@@ -383,6 +464,8 @@ impl AuditRouter {
             sink,
             signer: self.signer,
             openapi_json: openapi::document_json(),
+            count_bound: self.count_bound,
+            sign_in_url: self.sign_in_url,
             page_at_trailing_slash,
         }));
         let mut router = Router::new();

@@ -2,6 +2,7 @@
 //! event in category `Audit Log`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -35,6 +36,65 @@ pub const AUDIT_LOG_CATEGORY: &str = "Audit Log";
 pub trait AuditSink: Send + Sync + 'static {
     /// Records one event; `Ok` once it is durably accepted by the sink.
     async fn record(&self, event: AuditEvent) -> Result<(), SinkError>;
+
+    /// Room for one event to be recorded later without waiting ([`SinkSlot::record`]).
+    ///
+    /// The router takes one before a download's first byte, refusing the download with 503
+    /// `audit_unavailable` when the sink has none, and records the download's event in it
+    /// when the stream ends, completely, by a failure or by the client going away, so the
+    /// event can carry the rows, bytes and duration of the whole stream. The default slot
+    /// records through [`AuditSink::record`] when it is used (a failure then is logged: the
+    /// bytes are out); [`RecorderSink`] reserves capacity in the recorder's queue, so its
+    /// slot cannot be refused for lack of room.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use audit_api::{AuditSink, RecorderSink};
+    /// use audit_store::{Action, AuditEvent, Recorder, SqliteStore};
+    ///
+    /// let store = SqliteStore::connect("sqlite::memory:").await?;
+    /// let recorder = Recorder::builder(store).start()?;
+    /// let slot = Arc::new(RecorderSink::new(recorder.clone())).reserve().await?;
+    /// let event = AuditEvent::builder("Audit Log", Action::Download).internal("demo").build();
+    /// slot.record(event).await?;
+    /// recorder.shutdown().await?;
+    /// assert_eq!(recorder.metrics().recorded, 1);
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+    /// ```
+    async fn reserve(self: Arc<Self>) -> Result<Box<dyn SinkSlot>, SinkError> {
+        Ok(Box::new(Deferred(self)))
+    }
+}
+
+/// Room for one event in an [`AuditSink`], from [`AuditSink::reserve`].
+#[async_trait]
+pub trait SinkSlot: Send + 'static {
+    /// Records `event` in the reserved room. A download's body awaits this before its last
+    /// bytes, so the event is written by the time the file is complete; a body dropped early
+    /// (the client went away) runs it on a background task.
+    async fn record(self: Box<Self>, event: AuditEvent) -> Result<(), SinkError>;
+}
+
+/// The default slot: records through the sink when used.
+struct Deferred<S: AuditSink + ?Sized>(Arc<S>);
+
+#[async_trait]
+impl<S: AuditSink + ?Sized> SinkSlot for Deferred<S> {
+    async fn record(self: Box<Self>, event: AuditEvent) -> Result<(), SinkError> {
+        self.0.record(event).await
+    }
+}
+
+/// A slot in the recorder's queue.
+struct Reserved(audit_store::Reservation);
+
+#[async_trait]
+impl SinkSlot for Reserved {
+    async fn record(self: Box<Self>, event: AuditEvent) -> Result<(), SinkError> {
+        self.0.submit(event).await.map_err(SinkError::new)
+    }
 }
 
 #[async_trait]
@@ -97,6 +157,13 @@ impl AuditSink for RecorderSink {
     /// commit; fails only once the recorder is shutting down (or a durable commit failed).
     async fn record(&self, event: AuditEvent) -> Result<(), SinkError> {
         self.0.record(event).await.map_err(SinkError::new)
+    }
+
+    /// Reserves capacity in the recorder's queue (waiting up to its admission wait); fails
+    /// when the queue stays full or the recorder is shutting down.
+    async fn reserve(self: Arc<Self>) -> Result<Box<dyn SinkSlot>, SinkError> {
+        let reservation = self.0.reserve().await.map_err(SinkError::new)?;
+        Ok(Box::new(Reserved(reservation)))
     }
 }
 
@@ -166,6 +233,11 @@ impl RequestFacts {
         }
     }
 
+    /// When the request arrived.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
     fn event(&self, action: Action, status: StatusCode, viewer: Option<&Viewer>) -> AuditEvent {
         let mut builder = AuditEvent::builder(AUDIT_LOG_CATEGORY, action)
             .http(HttpFacts::new(
@@ -221,7 +293,8 @@ pub(crate) fn denial_event(
 }
 
 /// The event of an export: action `download`, the filters, format and columns in
-/// `attributes`, the file name as `resource_name`.
+/// `attributes`, the file name as `resource_name`. Built when the export starts; the rows,
+/// bytes and duration are added when its stream ends ([`crate::export::ExportRecord`]).
 pub(crate) fn export_event(
     facts: &RequestFacts,
     viewer: &Viewer,

@@ -21,7 +21,313 @@ on_both_stores!(
     export_columns_and_filters,
     formula_cells_are_neutralised,
     bad_input_never_fails_the_server,
+    totals_and_facet_counts,
+    exports_are_recorded_with_rows_bytes_and_duration,
+    histogram_counts_allowed_and_denied_per_interval,
 );
+
+/// `/histogram`: per UTC hour or day, the allowed and denied events the filters match, every
+/// bar present, within the viewer's tenants.
+async fn histogram_counts_allowed_and_denied_per_interval(store: Arc<dyn AuditStore>) {
+    use chrono::{DateTime, Utc};
+    let seeded = seed(&store).await;
+    let app = app(store);
+    // The seed: one event an hour, back from base_time (2026-03-10T12:00Z).
+    let histogram = |user: &'static str, query: String| {
+        let app = app.clone();
+        async move {
+            let answer = get(&app, Some(user), &format!("/histogram?{query}")).await;
+            assert_eq!(answer.status, 200, "{query}: {}", answer.text());
+            answer.json()
+        }
+    };
+    let from = "2026-03-08T00:00:00Z";
+    let to = "2026-03-10T13:00:00Z";
+    let answer = histogram("root", format!("interval=hour&from={from}&to={to}")).await;
+    assert_eq!(answer["interval"], "hour");
+    let buckets = answer["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 61, "every hour, empty ones too");
+    let mut allowed = 0;
+    for bucket in buckets {
+        let start: DateTime<Utc> = bucket["start"].as_str().unwrap().parse().unwrap();
+        let end: DateTime<Utc> = bucket["end"].as_str().unwrap().parse().unwrap();
+        assert_eq!(end - start, chrono::Duration::hours(1));
+        let within = |e: &AuditEvent| e.occurred_at >= start && e.occurred_at < end;
+        assert_eq!(
+            bucket["allow"]["count"],
+            seeded
+                .ids(|e| within(e) && e.outcome == Outcome::Allow)
+                .len(),
+            "{start}"
+        );
+        assert_eq!(
+            bucket["deny"]["count"],
+            seeded
+                .ids(|e| within(e) && e.outcome == Outcome::Deny)
+                .len(),
+            "{start}"
+        );
+        assert_eq!(bucket["allow"]["exact"], true);
+        allowed += bucket["allow"]["count"].as_u64().unwrap();
+    }
+    assert_eq!(
+        allowed as usize,
+        seeded.ids(|e| e.outcome == Outcome::Allow).len()
+    );
+    // Days, filtered, within alice's tenant.
+    let answer = histogram(
+        "alice",
+        format!("interval=day&from={from}&to={to}&category=Model"),
+    )
+    .await;
+    let buckets = answer["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 3);
+    assert_eq!(buckets[0]["start"], "2026-03-08T00:00:00.000000Z");
+    let total: u64 = buckets
+        .iter()
+        .map(|b| b["allow"]["count"].as_u64().unwrap() + b["deny"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        total as usize,
+        seeded
+            .ids(|e| e.category == "Model" && e.tenant.as_deref() == Some("acme"))
+            .len()
+    );
+    // An outcome filter leaves the other outcome at zero.
+    let answer = histogram("root", format!("from={from}&to={to}&status=deny")).await;
+    assert!(
+        answer["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["allow"]["count"] == 0)
+    );
+    // Bad input names the parameter.
+    get(&app, Some("root"), "/histogram?interval=week")
+        .await
+        .assert_invalid("interval");
+    get(
+        &app,
+        Some("root"),
+        "/histogram?interval=hour&from=2025-01-01&to=2026-01-01",
+    )
+    .await
+    .assert_invalid("interval");
+    get(&app, Some("root"), "/histogram?limit=5")
+        .await
+        .assert_invalid("limit");
+    get(&app, Some("root"), "/events?interval=day")
+        .await
+        .assert_invalid("interval");
+    assert_eq!(get(&app, None, "/histogram").await.status, 401);
+    assert_eq!(get(&app, Some("bob"), "/histogram").await.status, 403);
+}
+
+/// A download's own event says how many rows and bytes went out and how long the whole
+/// stream took, recorded by the time the file is complete.
+async fn exports_are_recorded_with_rows_bytes_and_duration(store: Arc<dyn AuditStore>) {
+    let seeded = seed(&store).await;
+    let app = app(store);
+    let downloads = || {
+        let app = app.clone();
+        async move {
+            let answer = get(
+                &app,
+                Some("root"),
+                "/events?category=Audit%20Log&action=download",
+            )
+            .await;
+            serde_json::from_value::<Vec<AuditEvent>>(answer.json()["items"].clone()).unwrap()
+        }
+    };
+    for (query, rows) in [
+        (
+            "/export?category=Model",
+            seeded.ids(|e| e.category == "Model").len(),
+        ),
+        // The first download's own event is in the log by now.
+        ("/export?format=json", seeded.all.len() + 1),
+        ("/export?format=ndjson&category=Nothing", 0),
+    ] {
+        let answer = get(&app, Some("root"), query).await;
+        assert_eq!(answer.status, 200, "{query}");
+        // Read right after the body ended: no waiting, the event is already stored.
+        let latest = downloads().await.into_iter().next().unwrap();
+        let attributes = &latest.attributes;
+        assert_eq!(attributes["rows"], rows, "{query}");
+        assert_eq!(attributes["bytes"], answer.body.len(), "{query}");
+        assert_eq!(attributes["completed"], true, "{query}");
+        assert_eq!(attributes["end"], "complete", "{query}");
+        assert!(latest.duration_ms > 0.0, "{query}");
+        assert_eq!(latest.status, 200);
+        if let Some(format) = query.split("format=").nth(1) {
+            assert_eq!(attributes["format"], format.split('&').next().unwrap());
+        }
+    }
+    assert_eq!(downloads().await.len(), 3, "one event per download");
+}
+
+/// `/events` answers the number of matches and `/facets` the count per value for the
+/// current filters, both within the viewer's tenants and exact up to the router's bound.
+async fn totals_and_facet_counts(store: Arc<dyn AuditStore>) {
+    let seeded = seed(&store).await;
+    let app = app(store.clone());
+    let total = |user: &'static str, query: &'static str| {
+        let app = app.clone();
+        async move {
+            let answer = get(&app, Some(user), &format!("/events?limit=2&{query}")).await;
+            assert_eq!(answer.status, 200, "{query}");
+            answer.json()["total"].clone()
+        }
+    };
+    let exact = |count: usize| serde_json::json!({"count": count, "exact": true});
+    assert_eq!(total("root", "").await, exact(seeded.all.len()));
+    assert_eq!(
+        total("root", "category=Model&status=deny").await,
+        exact(
+            seeded
+                .ids(|e| e.category == "Model" && e.outcome == Outcome::Deny)
+                .len()
+        )
+    );
+    assert_eq!(
+        total("alice", "action=train").await,
+        exact(
+            seeded
+                .ids(|e| e.action == Action::Train && e.tenant.as_deref() == Some("acme"))
+                .len()
+        )
+    );
+    assert_eq!(total("root", "category=Nothing").await, exact(0));
+    // The total is of every page, whatever the page size and cursor.
+    let first = get(&app, Some("root"), "/events?limit=2&category=Plan")
+        .await
+        .json();
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let second = get(
+        &app,
+        Some("root"),
+        &format!("/events?limit=2&category=Plan&cursor={cursor}"),
+    )
+    .await
+    .json();
+    assert_eq!(first["total"], second["total"]);
+    assert_eq!(
+        first["total"],
+        exact(seeded.ids(|e| e.category == "Plan").len())
+    );
+
+    // Past the bound: the bound, not exact.
+    let bounded = axum::Router::new().nest(
+        common::PREFIX,
+        audit_api::AuditRouter::from_shared(store.clone(), common::test_policy)
+            .count_bound(5)
+            .into_router(),
+    );
+    let answer = get(&bounded, Some("root"), "/events").await.json();
+    assert_eq!(
+        answer["total"],
+        serde_json::json!({"count": 5, "exact": false})
+    );
+    let answer = get(&bounded, Some("root"), "/events?request_id=req-3")
+        .await
+        .json();
+    assert_eq!(answer["total"], exact(1));
+
+    // Facet counts: per value, the current filters with that parameter set to the value.
+    let facets = get(
+        &app,
+        Some("root"),
+        "/facets?status=deny&resource_name=churn",
+    )
+    .await;
+    assert_eq!(facets.status, 200);
+    let facets = facets.json();
+    let denied_churn = |e: &AuditEvent| {
+        e.outcome == Outcome::Deny
+            && e.resource_name
+                .as_deref()
+                .is_some_and(|n| n.to_lowercase().contains("churn"))
+    };
+    let churn = |e: &AuditEvent| {
+        e.resource_name
+            .as_deref()
+            .is_some_and(|n| n.to_lowercase().contains("churn"))
+    };
+    for category in ["Model", "Dataset Rule", "Field", "Plan"] {
+        assert_eq!(
+            facets["counts"]["category"][category],
+            exact(
+                seeded
+                    .ids(|e| denied_churn(e) && e.category == category)
+                    .len()
+            ),
+            "{category}"
+        );
+    }
+    // The outcome's own count ignores the outcome filter: what choosing it would give.
+    assert_eq!(
+        facets["counts"]["status"]["allow"],
+        exact(
+            seeded
+                .ids(|e| churn(e) && e.outcome == Outcome::Allow)
+                .len()
+        )
+    );
+    assert_eq!(
+        facets["counts"]["action"]["train"],
+        exact(
+            seeded
+                .ids(|e| denied_churn(e) && e.action == Action::Train)
+                .len()
+        )
+    );
+    // Users are keyed by the value the page filters with (the e-mail), matched ignoring case.
+    assert_eq!(
+        facets["counts"]["user"]["Bob@Acme.test"],
+        exact(
+            seeded
+                .ids(|e| denied_churn(e) && e.actor_id.as_deref() == Some("u-bob"))
+                .len()
+        )
+    );
+    // Within the viewer's tenants.
+    let dave = get(&app, Some("dave"), "/facets").await.json();
+    assert_eq!(
+        dave["counts"]["category"]["Model"],
+        exact(
+            seeded
+                .ids(|e| e.category == "Model" && e.tenant.as_deref() == Some("globex"))
+                .len()
+        )
+    );
+    assert_eq!(
+        dave["counts"]["user"]["alice@acme.test"],
+        exact(
+            seeded
+                .ids(|e| {
+                    e.actor_id.as_deref() == Some("u-alice")
+                        && e.tenant.as_deref() == Some("globex")
+                })
+                .len()
+        )
+    );
+    // Bounded the same way, and filters are checked like everywhere else.
+    let bounded_facets = get(&bounded, Some("root"), "/facets").await.json();
+    assert_eq!(
+        bounded_facets["counts"]["status"]["allow"],
+        serde_json::json!({"count": 5, "exact": false})
+    );
+    get(&app, Some("root"), "/facets?categry=Model")
+        .await
+        .assert_invalid("categry");
+    get(&app, Some("root"), "/facets?limit=5")
+        .await
+        .assert_invalid("limit");
+    get(&app, Some("root"), "/facets?from=2026-13-45")
+        .await
+        .assert_invalid("from");
+}
 
 async fn every_filter_parameter(store: Arc<dyn AuditStore>) {
     let seeded = seed(&store).await;
@@ -231,11 +537,13 @@ async fn tenant_isolation(store: Arc<dyn AuditStore>) {
     );
 
     // Facets: only what the viewer's tenants hold.
-    let facets = get(&app, Some("dave"), "/facets").await.json();
+    let mut facets = get(&app, Some("dave"), "/facets").await.json();
     let expected = store
         .facets(&audit_store::TenantScope::only(["globex"]))
         .await
         .unwrap();
+    // The counts are checked in `totals_and_facet_counts`.
+    facets.as_object_mut().unwrap().remove("counts");
     assert_eq!(facets, serde_json::to_value(&expected).unwrap());
     let emails: Vec<&str> = facets["users"]
         .as_array()
@@ -753,7 +1061,8 @@ async fn bad_input_never_fails_the_server(store: Arc<dyn AuditStore>) {
         ("/export?columns=", "columns"),
         ("/export?columns=id,,action", "columns"),
         ("/export?columns=id,id", "columns"),
-        ("/facets?tenant=acme", "tenant"),
+        ("/facets?tenant=", "tenant"),
+        ("/facets?cursor=x", "cursor"),
         ("/openapi.json?x=1", "x"),
         ("/events/not-a-uuid", "id"),
     ];
@@ -863,13 +1172,14 @@ async fn openapi_lists_every_route_and_parameter() {
         accepted(audit_api::Endpoint::Export)
     );
     assert!(names("/export").contains(&"chain_head".to_owned()));
-    for path in [
-        "/facets",
-        "/events/{id}",
-        "/checkpoint",
-        "/openapi.json",
-        "/",
-    ] {
+    assert_eq!(names("/facets"), accepted(audit_api::Endpoint::Facets));
+    assert_eq!(
+        names("/histogram"),
+        accepted(audit_api::Endpoint::Histogram)
+    );
+    assert!(names("/histogram").contains(&"interval".to_owned()));
+    assert!(names("/facets").contains(&"category".to_owned()));
+    for path in ["/events/{id}", "/checkpoint", "/openapi.json", "/"] {
         assert!(names(path).is_empty(), "{path}");
     }
     // And the parser accepts every documented parameter (the table is the parser's own).
@@ -911,7 +1221,24 @@ async fn openapi_lists_every_route_and_parameter() {
             .cloned()
             .collect();
     facet_keys.sort();
-    assert_eq!(facet_keys, ["actions", "categories", "outcomes", "users"]);
+    assert_eq!(
+        facet_keys,
+        ["actions", "categories", "counts", "outcomes", "users"]
+    );
+    let page_keys = document["components"]["schemas"]["AuditEventPage"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(page_keys, ["items", "next_cursor", "total"]);
+    let count_keys = document["components"]["schemas"]["AuditMatchCount"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(count_keys, ["count", "exact"]);
     // The column names are the event's fields, but for its chain link.
     let mut columns: Vec<String> = Column::ALL.iter().map(|c| c.name().to_owned()).collect();
     columns.sort();
@@ -1021,4 +1348,57 @@ async fn responses_are_not_cached() {
     assert_eq!(answer.headers["x-content-type-options"], "nosniff");
     let denied = get(&app, None, "/events").await;
     assert_eq!(denied.headers["cache-control"], "no-store");
+}
+
+#[tokio::test]
+async fn denial_pages_are_styled_and_link_to_sign_in() {
+    let store = common::sqlite_store().await;
+    let with_link = axum::Router::new().merge(
+        audit_api::AuditRouter::from_shared(store.clone(), common::test_policy)
+            .sign_in_url("/login?next=/admin/audit/")
+            .mount(common::PREFIX),
+    );
+    let signed_out = get(&with_link, None, "/").await;
+    assert_eq!(signed_out.status, 401);
+    let html = signed_out.text();
+    assert!(
+        html.contains("<h1>Sign in to see the activity log</h1>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("id=\"sign-in\" href=\"/login?next=/admin/audit/\""),
+        "{html}"
+    );
+    // Styled like the page, by one inline style the policy names by its hash.
+    assert!(html.contains("<style>") && html.contains("class=\"notice\""));
+    let policy = signed_out.headers["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(policy.contains("style-src 'sha256-"), "{policy}");
+    assert!(!policy.contains("unsafe"));
+    assert!(policy.contains("script-src 'self'"));
+    let forbidden = get(&with_link, Some("bob"), "/").await;
+    assert_eq!(forbidden.status, 403);
+    assert!(forbidden.text().contains("Sign in as someone else"));
+    assert!(
+        forbidden
+            .text()
+            .contains("you do not hold the audit permission")
+    );
+    // The page itself knows the link, for a session that ends while it is open.
+    let page = get(&with_link, Some("erin"), "/").await;
+    assert!(
+        page.text()
+            .contains("<meta name=\"audit-sign-in-url\" content=\"/login?next=/admin/audit/\">")
+    );
+    // Without a sign-in URL: no link, still styled.
+    let without = app(store);
+    let plain = get(&without, None, "").await;
+    assert_eq!(plain.status, 401);
+    assert!(!plain.text().contains("id=\"sign-in\""));
+    assert!(plain.text().contains("Sign in to the application"));
+    // The JSON routes keep their JSON errors.
+    let json = get(&with_link, None, "/events").await;
+    assert_eq!(json.status, 401);
+    assert_eq!(json.json()["error"], "unauthenticated");
 }

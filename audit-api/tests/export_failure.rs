@@ -180,3 +180,81 @@ async fn postgres_failure_midway_is_visible() {
         assert_signalled(format, &transfer);
     }
 }
+
+/// A client that goes away midway: the download is still recorded, with the rows and bytes
+/// sent until then and the stream's duration, marked as not completed.
+async fn cut_short_is_recorded(store: Arc<dyn AuditStore>) {
+    seed_many(&store).await;
+    let app = common::app(store.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "GET {}/export?format=csv HTTP/1.1\r\nHost: test\r\nx-test-user: root\r\nConnection: close\r\n\r\n",
+        common::PREFIX
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut received = vec![0; 16 * 1024];
+    let mut filled = 0;
+    while filled < 8192 {
+        let read = stream.read(&mut received[filled..]).await.unwrap();
+        assert!(read > 0, "connection closed early");
+        filled += read;
+    }
+    drop(stream);
+    let filter = audit_store::EventFilter {
+        categories: vec!["Audit Log".into()],
+        actions: vec![Action::Download],
+        ..Default::default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let event = loop {
+        let page = store
+            .query(&filter, &audit_store::TenantScope::All, &Default::default())
+            .await
+            .unwrap();
+        if let Some(event) = page.items.into_iter().next() {
+            break event;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download was not recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    server.abort();
+    let attributes = &event.attributes;
+    assert_eq!(attributes["completed"], false);
+    assert_eq!(attributes["end"], "client_disconnected");
+    let rows = attributes["rows"].as_u64().unwrap();
+    let bytes = attributes["bytes"].as_u64().unwrap();
+    assert!(rows > 0 && rows < 10_000, "{rows} rows");
+    // At least what the client read, far less than the whole file (~2.4 MB).
+    assert!((8192 - 512..2_000_000).contains(&bytes), "{bytes} bytes");
+    assert!(event.duration_ms > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_download_cut_short_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let store: Arc<dyn AuditStore> =
+        Arc::new(audit_store::SqliteStore::connect(&url).await.unwrap());
+    cut_short_is_recorded(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_download_cut_short_is_recorded() {
+    let Some(url) = audit_store::testing::postgres_url("postgres_download_cut_short_is_recorded")
+    else {
+        return;
+    };
+    let postgres = audit_store::testing::isolated_postgres_store(&url)
+        .await
+        .unwrap();
+    cut_short_is_recorded(Arc::new(postgres.clone())).await;
+    audit_store::testing::drop_postgres_schema(&postgres)
+        .await
+        .unwrap();
+}

@@ -298,7 +298,9 @@ pub fn content_digests(events: &[AuditEvent]) -> Vec<[u8; 32]> {
     }
     let per_thread = events.len().div_ceil(threads);
     std::thread::scope(|scope| {
-        let mut chunks = events.chunks(per_thread).zip(digests.chunks_mut(per_thread));
+        let mut chunks = events
+            .chunks(per_thread)
+            .zip(digests.chunks_mut(per_thread));
         // This thread takes the first share; the others go to scoped threads.
         let first = chunks.next();
         for (events, digests) in chunks {

@@ -74,8 +74,8 @@ pub use forwarding::{
 #[cfg(feature = "postgres")]
 pub use postgres::{DEFAULT_SCHEMA, PostgresStore};
 pub use query::{
-    Cursor, EventFilter, FacetUser, Facets, Limit, MAX_FILTER_VALUE_LEN, MAX_FILTER_VALUES, Page,
-    PageRequest, Position, TenantScope,
+    Cursor, EventFilter, FacetUser, Facets, Limit, MAX_FILTER_VALUE_LEN, MAX_FILTER_VALUES,
+    MatchCount, Page, PageRequest, Position, TenantScope,
 };
 pub use recorder::{
     Admission, CheckpointPublisher, Delivery, DeliveryError, DeliveryMode, GAP_ACTION,

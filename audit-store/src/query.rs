@@ -427,6 +427,36 @@ fn fingerprint(filter: &EventFilter, scope: &TenantScope) -> [u8; FINGERPRINT_LE
     out
 }
 
+/// How many events match a filter, counted exactly up to a bound ([`AuditStore::count`]).
+///
+/// Past the bound counting stops: `count` is the bound and `exact` is false, to be read as
+/// "`count` or more" (the page shows `10,000+`).
+///
+/// ```
+/// use audit_store::MatchCount;
+/// assert_eq!(MatchCount::bounded(7, 10), MatchCount { count: 7, exact: true });
+/// assert_eq!(MatchCount::bounded(11, 10), MatchCount { count: 10, exact: false });
+/// ```
+///
+/// [`AuditStore::count`]: crate::AuditStore::count
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatchCount {
+    /// The number of matching events, or `bound` when there are more.
+    pub count: u64,
+    /// Whether `count` is the exact number (false: there are more than `count`).
+    pub exact: bool,
+}
+
+impl MatchCount {
+    /// The answer for `counted` rows found when counting stopped after `bound + 1`.
+    pub fn bounded(counted: u64, bound: u64) -> Self {
+        MatchCount {
+            count: counted.min(bound),
+            exact: counted <= bound,
+        }
+    }
+}
+
 /// The distinct values a viewer may filter on, within their tenant scope.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Facets {

@@ -287,6 +287,23 @@ pub(crate) fn select_candidate_count<D: Dialect>(
     qb
 }
 
+/// `SELECT count(*)` of the events matching a filter within a scope, read as `plan` says,
+/// counting at most `limit`: the same FROM and WHERE as [`select_page`], so a count and the
+/// list it describes can never disagree.
+pub(crate) fn select_count<D: Dialect>(
+    dialect: &D,
+    plan: &Plan,
+    filter: &EventFilter,
+    scope: &TenantScope,
+    limit: u64,
+) -> QueryBuilder<D::DB> {
+    let mut qb = QueryBuilder::new("SELECT count(*) FROM (SELECT 1 FROM ");
+    push_events(dialect, &mut qb, plan);
+    push_where(dialect, &mut qb, filter, scope, None);
+    qb.push(format!(" LIMIT {limit}) AS matches"));
+    qb
+}
+
 /// The resource names containing `needle`, at most `limit`.
 pub(crate) fn select_names<D: Dialect>(
     dialect: &D,

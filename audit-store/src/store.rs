@@ -17,7 +17,8 @@ use crate::error::StoreError;
 use crate::event::AuditEvent;
 use crate::forwarding::{ForwardLease, ForwardPosition, ForwardState, StoredCheckpoint};
 use crate::query::{
-    Cursor, EventFilter, FacetUser, Facets, Page, PageRequest, PlanKind, Position, TenantScope,
+    Cursor, EventFilter, FacetUser, Facets, MatchCount, Page, PageRequest, PlanKind, Position,
+    TenantScope,
 };
 use crate::reliability::{QuarantinedEvent, RecorderRun};
 use crate::term_plan::{MAX_NAMES, Plan, RECENT, SELECTIVE, TermGroups, only_broad_conditions};
@@ -64,6 +65,31 @@ pub trait AuditStore: fmt::Debug + Send + Sync + 'static {
 
     /// The distinct categories, actions, users and outcomes within `scope`.
     async fn facets(&self, scope: &TenantScope) -> Result<Facets, StoreError>;
+
+    /// How many events match `filter` within `scope`, counted exactly up to `bound` and no
+    /// further (above it the answer is `bound`, not exact), so a count costs at most
+    /// `bound + 1` rows whatever the log's size. The built-in stores count with the same
+    /// conditions and plan as [`AuditStore::query`]; the default is
+    /// [`StoreError::Unsupported`].
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), audit_store::StoreError> {
+    /// use audit_store::{AuditStore, EventFilter, MatchCount, SqliteStore, TenantScope};
+    ///
+    /// let store = SqliteStore::connect("sqlite::memory:").await?;
+    /// let total = store.count(&EventFilter::default(), &TenantScope::All, 10_000).await?;
+    /// assert_eq!(total, MatchCount { count: 0, exact: true });
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+    /// ```
+    async fn count(
+        &self,
+        _filter: &EventFilter,
+        _scope: &TenantScope,
+        _bound: u64,
+    ) -> Result<MatchCount, StoreError> {
+        Err(StoreError::Unsupported("this store does not count matches"))
+    }
 
     /// Retention: deletes the oldest part of the chain, every event up to the first one
     /// that did not occur before `cutoff`, and returns how many. Events stay a contiguous
@@ -236,6 +262,14 @@ impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
     async fn facets(&self, scope: &TenantScope) -> Result<Facets, StoreError> {
         (**self).facets(scope).await
     }
+    async fn count(
+        &self,
+        filter: &EventFilter,
+        scope: &TenantScope,
+        bound: u64,
+    ) -> Result<MatchCount, StoreError> {
+        (**self).count(filter, scope, bound).await
+    }
     async fn purge_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         (**self).purge_before(cutoff).await
     }
@@ -333,6 +367,15 @@ pub(crate) trait Backend: Clone + Send + Sync + 'static {
         after: Option<Position>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// How many events match a filter, read as `plan` says, counting at most `limit`.
+    async fn count_rows(
+        &self,
+        plan: &Plan,
+        filter: &EventFilter,
+        scope: &TenantScope,
+        limit: u64,
+    ) -> Result<u64, StoreError>;
 
     /// How many events the terms of `groups` name, counting at most `limit`.
     async fn candidate_count(&self, groups: &TermGroups, limit: u64) -> Result<u64, StoreError>;
@@ -585,6 +628,22 @@ pub(crate) async fn query_page<S: Backend>(
         None
     };
     Ok(Page { items, next_cursor })
+}
+
+/// [`AuditStore::count`] for any backend: the page query's conditions and plan, counting
+/// at most `bound + 1` rows.
+pub(crate) async fn count_matches<S: Backend>(
+    source: &S,
+    filter: &EventFilter,
+    scope: &TenantScope,
+    bound: u64,
+) -> Result<MatchCount, StoreError> {
+    filter.validate()?;
+    // A LIMIT is a signed 64-bit integer on both backends.
+    let bound = bound.min(i64::MAX.unsigned_abs() - 1);
+    let plan = plan(source, filter, scope).await?;
+    let counted = source.count_rows(&plan, filter, scope, bound + 1).await?;
+    Ok(MatchCount::bounded(counted, bound))
 }
 
 /// How to read the events matching `filter` within `scope`: from the terms' candidates when

@@ -54,14 +54,14 @@ async function apiIds(query, limit = 100) {
 }
 
 /** Every event `/events` answers for `query`, following the cursor. */
-async function apiAll(query) {
+async function apiAll(query, token = 'alice-token') {
   const items = [];
   let cursor = null;
   do {
     const params = new URLSearchParams(query);
     params.set('limit', '1000');
     if (cursor) params.set('cursor', cursor);
-    const { body } = await api(`admin/audit/events?${params}`);
+    const { body } = await api(`admin/audit/events?${params}`, token);
     items.push(...body.items);
     cursor = body.next_cursor;
   } while (cursor);
@@ -119,6 +119,8 @@ async function shownIds(p = page) {
 /** Waits until the list has settled (no request in flight, state rendered). */
 async function settled(p = page) {
   await p.waitForFunction(() => document.body.dataset.facets === 'loaded'
+    && document.body.dataset.counts !== 'loading'
+    && document.body.dataset.histogram !== 'loading'
     && !document.body.classList.contains('is-loading')
     && document.querySelector('#table-state').dataset.state !== 'loading');
 }
@@ -240,13 +242,144 @@ test('signing in lands on the page: newest first, local times with the zone name
   await screenshot('activity-log-desktop');
 });
 
+test('the demo history keeps one name per resource and lifecycles in order; olga sees every tenant and the tenantless denials', async () => {
+  const all = await apiAll('', 'olga-token');
+  const tenants = new Set(all.map((e) => e.tenant));
+  assert.ok(tenants.has('acme') && tenants.has('globex') && tenants.has(null), [...tenants].join(', '));
+  // The invented history (resource ids from 1000; this suite's own resources count from 1).
+  const history = all.filter((e) => /^\d+$/.test(e.resource_id || '') && Number(e.resource_id) >= 1000).reverse();
+  assert.ok(history.length > 200, `${history.length} history events`);
+  const names = new Map();
+  for (const e of history) {
+    if (!e.resource_name) continue;
+    if (!names.has(e.resource_id)) names.set(e.resource_id, new Set());
+    names.get(e.resource_id).add(e.resource_name);
+  }
+  for (const [id, set] of names) assert.equal(set.size, 1, `resource ${id} has names ${[...set].join(' | ')}`);
+  // Allowed events per resource: born by a create (or as a clone's copy), nothing after a delete.
+  const born = new Set();
+  const dead = new Set();
+  const actions = new Set();
+  for (const e of history.filter((x) => x.outcome === 'allow')) {
+    actions.add(e.action);
+    assert.ok(!dead.has(e.resource_id), `${e.action} of ${e.resource_id} after its delete`);
+    if (e.action === 'create') born.add(e.resource_id);
+    assert.ok(born.has(e.resource_id), `${e.action} of ${e.resource_id} before its create`);
+    if (e.action === 'clone') born.add(e.attributes.clone_id);
+    if (e.action === 'delete') dead.add(e.resource_id);
+  }
+  for (const action of ['create', 'update', 'train', 'clone', 'delete']) assert.ok(actions.has(action), `no ${action} in the history`);
+  // Tenantless denials: olga sees them, alice (acme only) does not.
+  const anonymous = all.filter((e) => e.tenant === null && e.status === 401);
+  assert.ok(anonymous.length > 0, 'the history has unauthenticated attempts');
+  assert.ok((await apiAll('status=deny')).every((e) => e.tenant === 'acme'));
+  // olga may read and export everything, and change nothing.
+  assert.equal((await api('api/models', 'olga-token', { method: 'POST', body: '{"name": "x"}' })).status, 403);
+  const ctx = await newContext();
+  const p = await newPage(ctx);
+  await p.goto(`${BASE}login?as=olga`);
+  await p.goto(`${LOG}?status=deny`);
+  await p.waitForSelector('#log-body tr');
+  await settled(p);
+  assert.match(await p.textContent('#who'), /olga@platform\.test · Tenant: all/);
+  assert.equal(await p.isDisabled('#download-button'), false);
+  const { total } = (await api('admin/audit/events?status=deny&limit=1', 'olga-token')).body;
+  assert.equal(await p.getAttribute('#result-count', 'data-total'), String(total.count));
+  assert.ok(await p.$$eval('#log-body td[data-column="actor_email"]', (cells) => cells.some((c) => c.textContent === 'Not signed in')));
+  await screenshot('activity-log-olga', p);
+  await ctx.close();
+});
+
 test('more rows come through the cursor', async () => {
   assert.equal((await shownIds()).length, 100);
   const params = await eventsRequest(() => page.click('#load-more'));
   assert.ok(params.get('cursor'), 'the second page is asked for with the cursor');
   const expected = await apiIds('', 200);
   assert.deepEqual(await shownIds(), expected);
-  assert.match(await page.textContent('#result-count'), /^200 events shown/);
+  const { total } = (await api('admin/audit/events?limit=1')).body;
+  assert.ok(total.exact && total.count > 200);
+  assert.equal(await page.textContent('#result-count'), `${total.count.toLocaleString('en-US')} events match · 200 shown`);
+});
+
+test('the total above the table and the counts in the filter menus follow the filters', async () => {
+  await page.goto(`${LOG}?category=Model`);
+  await page.waitForSelector('#log-body tr');
+  await settled();
+  const totalOf = async (query) => (await api(`admin/audit/events?limit=1&${query}`)).body.total;
+  let total = await totalOf('category=Model');
+  assert.equal(total.exact, true);
+  assert.equal(await page.getAttribute('#result-count', 'data-total'), String(total.count));
+  assert.ok((await page.textContent('#result-count')).startsWith(`${total.count.toLocaleString('en-US')} events match`));
+  const menuCounts = (key) => page.$$eval(`#multi-pop-${key} .facet-count`, (nodes) => Object.fromEntries(nodes.map((n) => [n.dataset.value, n.textContent])));
+  const expectedCounts = async (query, key) => {
+    const { body } = await api(`admin/audit/facets?${query}`);
+    return Object.fromEntries(Object.entries(body.counts[key]).map(([value, c]) => [value, `${c.count.toLocaleString('en-US')}${c.exact ? '' : '+'}`]));
+  };
+  const actions = await menuCounts('action');
+  assert.ok(Object.keys(actions).length >= 3, JSON.stringify(actions));
+  const wanted = await expectedCounts('category=Model', 'action');
+  for (const [value, text] of Object.entries(actions)) assert.equal(text, wanted[value], `action ${value}`);
+  // The category menu counts what choosing each category instead would give.
+  const categories = await menuCounts('category');
+  assert.equal(categories.Model, `${total.count.toLocaleString('en-US')}`);
+  assert.deepEqual(categories, await expectedCounts('category=Model', 'category'));
+  // A further filter updates the total and the counts in place.
+  await toggleMulti('status', 'deny');
+  await settled();
+  total = await totalOf('category=Model&status=deny');
+  assert.equal(await page.getAttribute('#result-count', 'data-total'), String(total.count));
+  assert.deepEqual(await menuCounts('action'), await expectedCounts('category=Model&status=deny', 'action'));
+  await screenshot('activity-log-counts');
+  await eventsRequest(() => page.click('#clear-filters'));
+});
+
+test('the chart shows allowed and denied events per day, and a bar narrows the list to its range', async () => {
+  const request = page.waitForRequest((r) => new URL(r.url()).pathname.endsWith('/admin/audit/histogram'));
+  await page.goto(`${LOG}?range=30d&category=Model`);
+  const histogramParams = new URL((await request).url()).searchParams;
+  await page.waitForSelector('#log-body tr');
+  await settled();
+  assert.equal(histogramParams.get('interval'), 'day');
+  assert.deepEqual(histogramParams.getAll('category'), ['Model']);
+  const from = histogramParams.get('from');
+  const bars = await page.$$eval('#chart .bar', (gs) => gs.map((g) => ({ start: g.dataset.start, end: g.dataset.end, allow: Number(g.dataset.allow), deny: Number(g.dataset.deny) })));
+  assert.ok(bars.length >= 30 && bars.length <= 31, `${bars.length} bars`);
+  const { body } = await api(`admin/audit/histogram?${histogramParams}`);
+  assert.deepEqual(bars.map((b) => [b.start, b.allow, b.deny]), body.buckets.map((b) => [b.start, b.allow.count, b.deny.count]));
+  // The bars add up to the list's total.
+  const total = (await api(`admin/audit/events?limit=1&category=Model&from=${encodeURIComponent(from)}`)).body.total;
+  assert.equal(bars.reduce((n, b) => n + b.allow + b.deny, 0), total.count);
+  await screenshot('activity-log-chart');
+  // The busiest bar narrows the list to its day (clipped to the range already chosen).
+  const busiest = bars.reduce((a, b) => (b.allow + b.deny > a.allow + a.deny ? b : a));
+  const index = bars.indexOf(busiest);
+  const params = await eventsRequest(() => page.click(`#chart .bar:nth-of-type(${index + 1})`, { position: { x: 2, y: 30 } }));
+  const expectedFrom = Date.parse(from) > Date.parse(busiest.start) ? from : busiest.start;
+  assert.equal(params.get('from'), expectedFrom);
+  assert.equal(params.get('to'), busiest.end);
+  assert.equal(pageParams().get('from'), expectedFrom);
+  assert.equal(pageParams().get('to'), busiest.end);
+  const shown = await assertShownMatchesApi(params, 'a bar');
+  assert.equal(shown.length, busiest.allow + busiest.deny);
+  // Narrowed to a day, the chart shows its hours.
+  await page.waitForFunction(() => document.querySelectorAll('#chart .bar').length >= 1 && document.querySelectorAll('#chart .bar').length <= 24);
+  // From the keyboard: one Tab stop (the busiest bar), arrows move, Enter narrows.
+  await page.goto(`${LOG}?range=30d&category=Model`);
+  await page.waitForSelector('#log-body tr');
+  await settled();
+  assert.equal(await page.locator('#chart .bar[tabindex="0"]').count(), 1);
+  await page.focus('#chart .bar[tabindex="0"]');
+  const focusedStart = () => page.evaluate(() => document.activeElement.dataset.start);
+  const before = await focusedStart();
+  await page.keyboard.press('Home');
+  assert.equal(await focusedStart(), bars[0].start);
+  assert.notEqual(bars[0].start, before === bars[0].start ? null : before);
+  const firstBusy = bars.findIndex((b) => b.allow + b.deny > 0);
+  for (let i = 0; i < firstBusy; i += 1) await page.keyboard.press('ArrowRight');
+  assert.equal(await focusedStart(), bars[firstBusy].start);
+  const keyed = await eventsRequest(() => page.keyboard.press('Enter'));
+  assert.equal(keyed.get('to'), bars[firstBusy].end);
+  await eventsRequest(() => page.click('#clear-filters'));
 });
 
 test('each filter shows exactly what the API answers, and they combine', async () => {
@@ -355,6 +488,123 @@ test('a filtered URL reloads, and opens in a new tab, to the same view', async (
   assert.notDeepEqual(await shownIds(), beforeBack);
 });
 
+test('an address the page cannot apply shows a banner naming the parameter and queries nothing', async () => {
+  const ctx = await newContext();
+  const p = await newPage(ctx);
+  await p.goto(`${BASE}login?as=alice`);
+  await p.waitForSelector('#log-body tr');
+  const queried = [];
+  p.on('request', (r) => {
+    const { pathname } = new URL(r.url());
+    if (/\/admin\/audit\/(events|facets|export)$/.test(pathname)) queried.push(r.url());
+  });
+  const cases = [
+    ['categry=Model', 'categry'],
+    ['category=Model&range=90d', 'range'],
+    ['from=2026-13-45', 'from'],
+    ['from=2026-02-30', 'from'],
+    ['to=2026-03-01T25:00:00Z', 'to'],
+    ['from=2026-03-01T10:00:00 01:00', 'from'],
+    ['range=7d&from=2026-03-01', 'range'],
+    ['from=2026-03-02&to=2026-03-01', 'from'],
+    ['request_id=a&request_id=b', 'request_id'],
+    ['status=maybe', 'status'],
+    ['action=Train', 'action'],
+    ['user=', 'user'],
+    ['columns=id,nope', 'columns'],
+    ['columns=id,,action', 'columns'],
+    ['event=not-an-id', 'event'],
+  ];
+  for (const [query, parameter] of cases) {
+    queried.length = 0;
+    await p.goto(`${LOG}?${query}`);
+    await p.waitForSelector('#notice[data-kind="url"]:not([hidden])');
+    assert.equal(await p.getAttribute('#notice', 'data-parameter'), parameter, query);
+    assert.equal(await p.textContent('#notice code.parameter'), parameter, query);
+    assert.match(await p.textContent('#notice h2'), /cannot be applied/);
+    assert.equal(await p.isVisible('#log-table'), false, `${query}: no table`);
+    assert.equal(await p.isVisible('#download-button'), false, `${query}: no download`);
+    assert.equal(await p.locator('#log-body tr').count(), 0);
+    // The address is left as given, so the reader sees what was wrong with it.
+    assert.deepEqual([...new URL(p.url()).searchParams], [...new URLSearchParams(query)], query);
+    await p.waitForTimeout(150);
+    assert.deepEqual(queried, [], `${query}: no query ran`);
+  }
+  await screenshot('activity-log-bad-url', p);
+  // A value the page lets through but the API refuses (too long) gets the same banner,
+  // naming the API's parameter.
+  expectConsoleErrors = true; // the browser logs the refused fetch
+  try {
+    await p.goto(`${LOG}?resource_name=${'x'.repeat(1100)}`);
+    await p.waitForSelector('#notice[data-kind="url"]:not([hidden])');
+    assert.equal(await p.getAttribute('#notice', 'data-parameter'), 'resource_name');
+  } finally {
+    expectConsoleErrors = false;
+  }
+  // The way out: the page without parameters.
+  await p.click('#url-error-reset');
+  await p.waitForSelector('#log-body tr');
+  assert.equal(new URL(p.url()).search, '');
+  assert.equal(await p.isVisible('#notice'), false);
+  await ctx.close();
+});
+
+test('from and to with a time of day are applied to the instant, and shown in local time', async () => {
+  const all = (await api('admin/audit/events?limit=60')).body.items;
+  // A window from the 50th newest event (inclusive) to the 10th newest (exclusive).
+  const from = all[49].occurred_at;
+  const toDate = new Date(Date.parse(all[9].occurred_at));
+  // `to` with an offset (+02:00), encoded as %2B in the address.
+  const shifted = new Date(toDate.getTime() + 2 * 3600e3).toISOString().replace(/\.(\d{3})Z$/, '.$1');
+  const to = `${shifted}+02:00`;
+  assert.equal(Date.parse(to), toDate.getTime());
+  const query = new URLSearchParams({ from, to });
+  const params = await eventsRequest(() => page.goto(`${LOG}?${query}`));
+  assert.equal(params.get('from'), from, 'from is sent exactly as the address gave it');
+  assert.equal(params.get('to'), to, 'to is sent exactly as the address gave it');
+  const shown = await assertShownMatchesApi(params, 'time-of-day range');
+  assert.ok(shown.length >= 1 && shown.length <= 41, `${shown.length} rows`);
+  assert.ok(!shown.includes(all[9].id) || all[9].occurred_at === all[10].occurred_at, 'to is exclusive');
+  assert.ok(shown.includes(all[49].id), 'from is inclusive');
+  assert.equal(pageParams().get('from'), from);
+  assert.equal(pageParams().get('to'), to);
+  const chip = await page.textContent('#chips li span');
+  assert.match(chip, /^Time from .+ \(America\/New_York\) until .+, exclusive$/);
+  assert.equal(await page.inputValue('#f-range'), 'custom');
+  // Reloading reproduces it.
+  await page.reload();
+  await page.waitForSelector('#log-body tr');
+  await settled();
+  assert.deepEqual(await shownIds(), shown);
+});
+
+test('columns given in the address are shown, downloaded, and do not overwrite the saved choice', async () => {
+  const ctx = await newContext();
+  const p = await newPage(ctx);
+  await p.goto(`${BASE}login?as=alice`);
+  await p.waitForSelector('#log-body tr');
+  await p.goto(`${LOG}?category=Model&columns=id,action,outcome`);
+  await p.waitForSelector('#log-body tr');
+  await settled(p);
+  assert.deepEqual(await p.$$eval('#log-head th', (ths) => ths.map((t) => t.dataset.column)), ['id', 'action', 'outcome']);
+  assert.deepEqual(await p.$$eval('#log-body tr:first-child td', (tds) => tds.map((t) => t.dataset.column)), ['id', 'action', 'outcome']);
+  await p.click('#download-button');
+  const href = new URL(await p.getAttribute('#download-link', 'href'), LOG);
+  assert.equal(href.searchParams.get('columns'), 'id,action,outcome');
+  await p.click('#download-cancel');
+  assert.equal(await p.evaluate(() => localStorage.getItem('audit-log.columns.v1')), null);
+  // Choosing columns puts them in the address, so a copied link reproduces the view.
+  await p.click('#columns-button');
+  await p.click('#columns-list li[data-column="category"] input');
+  await p.click('#columns-apply');
+  assert.equal(new URL(p.url()).searchParams.get('columns'), 'id,action,outcome,category');
+  const other = await newPage(ctx);
+  await other.goto(p.url());
+  await other.waitForSelector('#log-body tr');
+  assert.deepEqual(await other.$$eval('#log-head th', (ths) => ths.map((t) => t.dataset.column)), ['id', 'action', 'outcome', 'category']);
+  await ctx.close();
+});
+
 test('the detail panel shows every field, the changes, and offers related views', async () => {
   await page.goto(`${LOG}?resource_name=onerror&action=update`);
   await page.waitForSelector('#log-body tr');
@@ -386,6 +636,20 @@ test('the detail panel shows every field, the changes, and offers related views'
   assert.equal(await page.textContent('#detail tr[data-change="decay"] td.before'), 'empty');
   const raw = JSON.parse(await page.textContent('#detail details.raw pre'));
   assert.deepEqual(raw, update);
+  // The resource's history: its every event, newest first, this one marked; another opens on click.
+  const historyIds = await apiIds(`category=Model&resource_id=${model.id}`, 50);
+  await page.waitForSelector('#resource-history:not([aria-busy])');
+  assert.deepEqual(await page.$$eval('#resource-history li', (lis) => lis.map((l) => l.dataset.id)), historyIds);
+  assert.ok(historyIds.length >= 4);
+  assert.equal(await page.getAttribute(`#resource-history li[data-id="${update.id}"]`, 'aria-current'), 'true');
+  assert.match(await page.textContent('#resource-history h3'), new RegExp(`\\(${historyIds.length}\\)`));
+  await screenshot('activity-log-history');
+  const created = historyIds[historyIds.length - 1];
+  await page.click(`#resource-history li[data-id="${created}"] button`);
+  await page.waitForFunction((id) => document.querySelector('#detail').dataset.id === id, created);
+  assert.match(await page.textContent('#detail-title'), /^Create/);
+  await page.click(`#resource-history li[data-id="${update.id}"] button`);
+  await page.waitForFunction((id) => document.querySelector('#detail').dataset.id === id, update.id);
   await screenshot('activity-log-detail');
 
   // The request ID is copied to the clipboard.
@@ -607,8 +871,16 @@ test('a viewer without the export permission cannot open the download', async ()
   const p = await newPage(ctx);
   await p.goto(`${BASE}login?as=erin`);
   await p.waitForSelector('#log-body tr');
-  assert.equal(await p.isDisabled('#download-button'), true);
+  // Disabled, yet focusable, with its reason for screen readers and a word when pressed.
+  assert.equal(await p.getAttribute('#download-button', 'aria-disabled'), 'true');
   assert.match(await p.getAttribute('#download-button', 'title'), /export permission/);
+  const described = await p.getAttribute('#download-button', 'aria-describedby');
+  assert.match(await p.textContent(`#${described}`), /do not hold the audit export permission/);
+  await p.focus('#download-button');
+  assert.equal(await p.evaluate(() => document.activeElement.id), 'download-button');
+  await p.keyboard.press('Enter');
+  await p.waitForFunction(() => /export permission/.test(document.querySelector('#toast').textContent));
+  assert.equal(await p.locator('#download-dialog[open]').count(), 0);
   await ctx.close();
 });
 
@@ -634,12 +906,22 @@ test('401 and 403 from the API show a clear message, not a broken page', async (
     assert.equal(signedOutResponse.status(), 401);
     const signedOut = await p.textContent('h1');
     assert.match(signedOut, /Sign in to see the activity log/);
+    // Styled like the page (its inline style allowed by hash), with the demo's sign-in link.
+    assert.equal(await p.evaluate(() => getComputedStyle(document.body).backgroundColor), 'rgb(246, 247, 249)');
+    assert.equal(await p.evaluate(() => getComputedStyle(document.querySelector('.notice')).borderLeftWidth), '4px');
+    assert.equal(await p.getAttribute('#sign-in', 'href'), '/login');
+    await screenshot('activity-log-401-page', p);
+    await p.click('#sign-in');
+    await p.waitForSelector('a[href="/login?as=olga"], a[href="/login?as=alice"]');
+    assert.equal(new URL(p.url()).pathname, '/login');
     // bob opening the page directly gets the server's HTML answer.
     await ctx.addCookies([{ name: 'session', value: 'bob-token', url: origin }]);
     const response = await p.goto(LOG);
     assert.equal(response.status(), 403);
     assert.match(await p.textContent('h1'), /You cannot see the activity log/);
     assert.match(await p.textContent('body'), /you do not hold the audit permission/);
+    assert.match(await p.textContent('#sign-in'), /Sign in as someone else/);
+    await screenshot('activity-log-403-page', p);
     // A page already open when the session ends says so on its next request.
     await p.goto(`${BASE}login?as=alice`);
     await p.waitForSelector('#log-body tr');
@@ -649,6 +931,7 @@ test('401 and 403 from the API show a clear message, not a broken page', async (
     await p.waitForSelector('#notice:not([hidden])');
     assert.equal(await p.getAttribute('#notice', 'data-status'), '401');
     assert.match(await p.textContent('#notice h2'), /Sign in/);
+    assert.equal(await p.getAttribute('#notice #sign-in', 'href'), '/login');
   } finally {
     expectConsoleErrors = false;
     await ctx.close();
@@ -682,6 +965,140 @@ test('keyboard: every control is labelled, arrows move between rows', async () =
   await page.keyboard.press('Escape');
   assert.equal(await page.getAttribute('#multi-action', 'aria-expanded'), 'false');
   assert.equal(await page.evaluate(() => document.activeElement.id), 'multi-action');
+});
+
+test('keyboard: the table is one Tab stop with a roving row, focus survives Load more', async () => {
+  await page.evaluate(() => localStorage.clear());
+  await page.goto(LOG);
+  await page.waitForSelector('#log-body tr');
+  await settled();
+  const ids = await shownIds();
+  // One row, the first, is in the Tab order; every other row is reachable by arrows only.
+  assert.deepEqual(await page.$$eval('#log-body tr[tabindex="0"]', (rows) => rows.map((r) => r.dataset.id)), [ids[0]]);
+  assert.equal(await page.locator('#log-body tr[tabindex="-1"]').count(), ids.length - 1);
+  // Tab from the last filter control reaches the chart (one stop), then that row; one more
+  // Tab leaves the table.
+  await page.focus('#multi-user');
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.closest('#chart') !== null), true);
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.id), ids[0]);
+  await page.keyboard.press('ArrowDown');
+  await page.keyboard.press('ArrowDown');
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.id), ids[2]);
+  assert.deepEqual(await page.$$eval('#log-body tr[tabindex="0"]', (rows) => rows.map((r) => r.dataset.id)), [ids[2]]);
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'load-more');
+  // Shift+Tab comes back to the row last used, not the first.
+  await page.keyboard.press('Shift+Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.id), ids[2]);
+  await page.keyboard.press('End');
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.id), ids[ids.length - 1]);
+  // Load more from the keyboard: the focus stays on the button, and the rows arrive.
+  await page.keyboard.press('ArrowDown');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'load-more');
+  await eventsRequest(() => page.keyboard.press('Enter'));
+  assert.equal((await shownIds()).length, 200);
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'load-more');
+  assert.equal(await page.locator('#log-body tr[tabindex="0"]').count(), 1);
+});
+
+test('windowed rendering: hundreds of loaded events, a window of rows in the page, keyboard and scroll reach them all', async () => {
+  const ctx = await newContext();
+  const p = await newPage(ctx);
+  await p.goto(`${BASE}login?as=olga`);
+  await p.waitForSelector('#log-body tr');
+  await settled(p);
+  const expected = (await api('admin/audit/events?limit=400', 'olga-token')).body.items.map((e) => e.id);
+  assert.equal(expected.length, 400, 'the demo has 400 events for olga');
+  for (let i = 0; i < 3; i += 1) await eventsRequest(() => p.click('#load-more'), p);
+  assert.match(await p.textContent('#result-count'), / · 400 shown$/);
+  const rendered = () => p.$$eval('#log-body tr[data-id]', (rows) => rows.map((r) => r.dataset.id));
+  let ids = await rendered();
+  assert.ok(ids.length <= 120, `${ids.length} rows in the page`);
+  assert.ok(await p.locator('#log-body tr.spacer').count() >= 1);
+  // Whatever is rendered is a contiguous slice of the list, in order.
+  const slice = (rows) => {
+    const start = expected.indexOf(rows[0]);
+    assert.ok(start >= 0);
+    assert.deepEqual(rows, expected.slice(start, start + rows.length));
+    return start;
+  };
+  slice(ids);
+  // The keyboard walks the whole list: End and Home, arrows across the window's edge.
+  await p.focus('#log-body tr[tabindex="0"]');
+  await p.keyboard.press('Home');
+  assert.equal(await p.evaluate(() => document.activeElement.dataset.id), expected[0]);
+  await p.keyboard.press('End');
+  assert.equal(await p.evaluate(() => document.activeElement.dataset.id), expected[399]);
+  assert.equal(await p.locator('#log-body tr[tabindex="0"]').count(), 1);
+  for (let i = 0; i < 3; i += 1) await p.keyboard.press('ArrowUp');
+  assert.equal(await p.evaluate(() => document.activeElement.dataset.id), expected[396]);
+  await p.keyboard.press('Home');
+  for (let i = 0; i < 130; i += 1) await p.keyboard.press('ArrowDown');
+  assert.equal(await p.evaluate(() => document.activeElement.dataset.id), expected[130]);
+  slice(await rendered());
+  // Scrolling the table box to its middle renders the rows there.
+  await p.evaluate(() => { const wrap = document.querySelector('#table-wrap'); wrap.scrollTop = wrap.scrollHeight / 2; });
+  await p.waitForFunction(() => Number(document.querySelector('#log-body').dataset.windowStart) > 120);
+  ids = await rendered();
+  const start = slice(ids);
+  assert.ok(start > 120 && start < 300, `window starts at ${start}`);
+  const visible = await p.evaluate(() => {
+    const wrap = document.querySelector('#table-wrap').getBoundingClientRect();
+    return [...document.querySelectorAll('#log-body tr[data-id]')].filter((r) => {
+      const box = r.getBoundingClientRect();
+      return box.bottom > wrap.top + 60 && box.top < wrap.bottom;
+    }).length;
+  });
+  assert.ok(visible > 5, 'rows are in view, not a blank spacer');
+  await screenshot('activity-log-windowed', p);
+  await ctx.close();
+});
+
+test('layout at 1280 px: sticky column headers, nothing clipped, the panel beside the table', async () => {
+  await page.goto(LOG);
+  await page.waitForSelector('#log-body tr');
+  await settled();
+  const layout = () => page.evaluate(() => {
+    const wrap = document.querySelector('#table-wrap').getBoundingClientRect();
+    const heads = [...document.querySelectorAll('#log-head th')];
+    return {
+      pageOverflow: document.documentElement.scrollWidth - window.innerWidth,
+      tableOverflow: document.querySelector('#table-wrap').scrollWidth - document.querySelector('#table-wrap').clientWidth,
+      truncatedHeads: heads.filter((th) => th.scrollWidth > th.clientWidth).map((th) => th.dataset.column),
+      lastHeadRight: heads[heads.length - 1].getBoundingClientRect().right,
+      wrapRight: wrap.right,
+      buttonsVisible: [...document.querySelectorAll('.topbar-actions .button')].filter((b) => b.offsetParent)
+        .every((b) => { const r = b.getBoundingClientRect(); return r.left >= 0 && r.right <= window.innerWidth; }),
+    };
+  });
+  const wide = await layout();
+  assert.ok(wide.pageOverflow <= 0, `page overflows by ${wide.pageOverflow}px`);
+  assert.ok(wide.tableOverflow <= 0, `table overflows its box by ${wide.tableOverflow}px`);
+  assert.deepEqual(wide.truncatedHeads, []);
+  assert.ok(wide.lastHeadRight <= wide.wrapRight + 0.5);
+  assert.ok(wide.buttonsVisible);
+  // Scrolled through the rows, the column headers stay at the top of the table's box.
+  const headTop = () => page.evaluate(() => document.querySelector('#log-head th').getBoundingClientRect().top);
+  const wrapTop = await page.evaluate(() => document.querySelector('#table-wrap').getBoundingClientRect().top);
+  await page.evaluate(() => { document.querySelector('#table-wrap').scrollTop = 1500; });
+  assert.ok(Math.abs((await headTop()) - wrapTop) <= 1.5, 'the header row sticks');
+  assert.ok(await page.evaluate(() => document.querySelector('#table-wrap').scrollTop) > 1000, 'the rows scrolled');
+  await screenshot('activity-log-sticky-header');
+  await page.evaluate(() => { document.querySelector('#table-wrap').scrollTop = 0; });
+  // With the panel open the table shrinks beside it (scrolling sideways in its box), never under it.
+  await page.click('#log-body tr:first-child');
+  await page.waitForSelector('#detail:not([hidden])');
+  const withPanel = await page.evaluate(() => ({
+    wrapRight: document.querySelector('#table-wrap').getBoundingClientRect().right,
+    panelLeft: document.querySelector('#detail').getBoundingClientRect().left,
+    pageOverflow: document.documentElement.scrollWidth - window.innerWidth,
+  }));
+  assert.ok(withPanel.wrapRight <= withPanel.panelLeft + 0.5, JSON.stringify(withPanel));
+  assert.ok(withPanel.pageOverflow <= 0);
+  assert.ok(await layout().then((l) => l.buttonsVisible), 'the top bar buttons stay visible');
+  await page.keyboard.press('Escape');
 });
 
 test('phone width: no sideways scrolling, filters fold away, the panel fills the screen', async () => {

@@ -37,6 +37,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::task::{Context, Poll};
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::self_audit::SinkSlot;
 
 use audit_store::{AuditEvent, EventStream, StoreError};
 use bytes::Bytes;
@@ -151,8 +156,52 @@ enum State {
     /// The last bytes went out; the error follows once the server had a moment to flush
     /// them (hyper drops unflushed bytes when a body errors).
     Aborting(String, Pin<Box<tokio::time::Sleep>>),
+    /// The export's own event is being recorded; then this last item goes out.
+    Recording(RecordFuture, Option<Result<Bytes, ExportAborted>>),
     /// The body is complete or aborted.
     Done,
+}
+
+/// How an export's stream ended, as its own audit event records it (`attributes.end`).
+#[derive(Debug, Clone, Copy)]
+enum StreamEnd {
+    /// Every matching row was sent.
+    Complete,
+    /// The store failed midway; the transfer was aborted.
+    Failed,
+    /// The body was dropped before its end: the client went away (or the server stopped).
+    ClientGone,
+}
+
+impl StreamEnd {
+    fn as_str(self) -> &'static str {
+        match self {
+            StreamEnd::Complete => "complete",
+            StreamEnd::Failed => "failed",
+            StreamEnd::ClientGone => "client_disconnected",
+        }
+    }
+}
+
+type RecordFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The export's own audit event, recorded when its stream ends, whichever way, with the
+/// rows and bytes sent and the duration of the whole request.
+pub(crate) struct ExportRecord {
+    event: AuditEvent,
+    slot: Box<dyn SinkSlot>,
+    started: Instant,
+}
+
+impl ExportRecord {
+    /// `event` to be completed and recorded in `slot`; `started` is when the request came.
+    pub(crate) fn new(event: AuditEvent, slot: Box<dyn SinkSlot>, started: Instant) -> Self {
+        ExportRecord {
+            event,
+            slot,
+            started,
+        }
+    }
 }
 
 /// The body of an export response: a stream of byte frames pulled from the store's stream.
@@ -162,6 +211,12 @@ pub(crate) struct ExportBody {
     encoder: Box<dyn Encoder>,
     buffer: Vec<u8>,
     state: State,
+    /// Rows encoded so far.
+    rows: u64,
+    /// Bytes handed to the server so far.
+    bytes: u64,
+    /// Taken when recorded.
+    record: Option<ExportRecord>,
 }
 
 impl ExportBody {
@@ -177,12 +232,53 @@ impl ExportBody {
             encoder,
             buffer: Vec::with_capacity(FRAME_BYTES + 4096),
             state: State::Start,
+            rows: 0,
+            bytes: 0,
+            record: None,
         }
+    }
+
+    /// Records `record` when the stream ends (see [`ExportRecord`]).
+    pub(crate) fn recorded(mut self, record: ExportRecord) -> Self {
+        self.record = Some(record);
+        self
     }
 
     fn take_frame(&mut self) -> Bytes {
         let frame = std::mem::replace(&mut self.buffer, Vec::with_capacity(FRAME_BYTES + 4096));
+        self.bytes += frame.len() as u64;
         Bytes::from(frame)
+    }
+
+    /// Completes the export's event with what was sent; the future records it. `None` once
+    /// taken.
+    fn end(&mut self, end: StreamEnd) -> Option<RecordFuture> {
+        let record = self.record.take()?;
+        let mut event = record.event;
+        event.duration_ms = record.started.elapsed().as_secs_f64() * 1000.0;
+        let attributes = &mut event.attributes;
+        attributes.insert("rows".into(), Value::from(self.rows));
+        attributes.insert("bytes".into(), Value::from(self.bytes));
+        attributes.insert(
+            "completed".into(),
+            Value::from(matches!(end, StreamEnd::Complete)),
+        );
+        attributes.insert("end".into(), Value::from(end.as_str()));
+        let id = event.id;
+        let slot = record.slot;
+        Some(Box::pin(async move {
+            if let Err(error) = slot.record(event).await {
+                tracing::error!(%error, %id, "could not record an export's own event");
+            }
+        }))
+    }
+
+    /// Makes `item` the stream's last, after the export's event is recorded.
+    fn last(&mut self, end: StreamEnd, item: Result<Bytes, ExportAborted>) {
+        self.state = match self.end(end) {
+            Some(recording) => State::Recording(recording, Some(item)),
+            None => State::Recording(Box::pin(std::future::ready(())), Some(item)),
+        };
     }
 
     fn fail(&mut self, error: &dyn std::fmt::Display) {
@@ -193,8 +289,29 @@ impl ExportBody {
     }
 
     fn encode(&mut self, event: &AuditEvent) {
-        if let Err(error) = self.encoder.event(event, &mut self.buffer) {
-            self.fail(&error);
+        match self.encoder.event(event, &mut self.buffer) {
+            Ok(()) => self.rows += 1,
+            Err(error) => self.fail(&error),
+        }
+    }
+}
+
+impl Drop for ExportBody {
+    /// A body dropped before its end: the client went away. The export is still recorded,
+    /// with what was sent until then.
+    fn drop(&mut self) {
+        let recording = match std::mem::replace(&mut self.state, State::Done) {
+            State::Recording(recording, _) => Some(recording),
+            _ => self.end(StreamEnd::ClientGone),
+        };
+        let Some(recording) = recording else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(recording);
+            }
+            Err(_) => tracing::error!("no runtime left to record an export's own event"),
         }
     }
 }
@@ -221,8 +338,16 @@ impl Stream for ExportBody {
                         return Poll::Pending;
                     }
                     let error = ExportAborted(message.clone());
+                    this.last(StreamEnd::Failed, Err(error));
+                    continue;
+                }
+                State::Recording(recording, item) => {
+                    if recording.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let item = item.take();
                     this.state = State::Done;
-                    return Poll::Ready(Some(Err(error)));
+                    return Poll::Ready(item);
                 }
                 State::Start => {
                     this.encoder.begin(&mut this.buffer);
@@ -242,8 +367,9 @@ impl Stream for ExportBody {
                 Poll::Ready(Some(Err(error))) => this.fail(&StoreFailure(error)),
                 Poll::Ready(None) => {
                     this.encoder.finish(&mut this.buffer);
-                    this.state = State::Done;
-                    return Poll::Ready(Some(Ok(this.take_frame())));
+                    let frame = this.take_frame();
+                    this.last(StreamEnd::Complete, Ok(frame));
+                    continue;
                 }
                 // The store is fetching its next chunk: send what is ready rather than hold it.
                 Poll::Pending if !this.buffer.is_empty() => {

@@ -22,7 +22,9 @@ use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner, checkpoint
 use crate::error::StoreError;
 use crate::event::{Attributes, AuditEvent};
 use crate::forwarding::{ForwardLease, ForwardPosition, ForwardState, StoredCheckpoint};
-use crate::query::{EventFilter, FacetUser, Facets, Page, PageRequest, Position, TenantScope};
+use crate::query::{
+    EventFilter, FacetUser, Facets, MatchCount, Page, PageRequest, Position, TenantScope,
+};
 use crate::reliability::{QuarantinedEvent, RecorderRun};
 use crate::sql::{self, Dialect, StoredRow};
 use crate::store::{self, AuditStore, Backend, EventStream};
@@ -402,6 +404,18 @@ impl Backend for PostgresStore {
         rows.iter().map(decode).collect()
     }
 
+    async fn count_rows(
+        &self,
+        plan: &Plan,
+        filter: &EventFilter,
+        scope: &TenantScope,
+        limit: u64,
+    ) -> Result<u64, StoreError> {
+        let mut qb = sql::select_count(&self.dialect(), plan, filter, scope, limit);
+        let count: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
+        Ok(count.unsigned_abs())
+    }
+
     async fn candidate_count(&self, groups: &TermGroups, limit: u64) -> Result<u64, StoreError> {
         let mut qb = sql::select_candidate_count(&self.dialect(), groups, limit);
         let count: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
@@ -488,6 +502,15 @@ impl AuditStore for PostgresStore {
 
     async fn facets(&self, scope: &TenantScope) -> Result<Facets, StoreError> {
         store::collect_facets(self, scope).await
+    }
+
+    async fn count(
+        &self,
+        filter: &EventFilter,
+        scope: &TenantScope,
+        bound: u64,
+    ) -> Result<MatchCount, StoreError> {
+        store::count_matches(self, filter, scope, bound).await
     }
 
     async fn purge_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {

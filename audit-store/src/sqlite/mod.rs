@@ -33,7 +33,9 @@ use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner, checkpoint
 use crate::error::StoreError;
 use crate::event::AuditEvent;
 use crate::forwarding::{ForwardLease, ForwardPosition, ForwardState, StoredCheckpoint};
-use crate::query::{EventFilter, FacetUser, Facets, Page, PageRequest, Position, TenantScope};
+use crate::query::{
+    EventFilter, FacetUser, Facets, MatchCount, Page, PageRequest, Position, TenantScope,
+};
 use crate::reliability::{QuarantinedEvent, RecorderRun};
 use crate::sql::{self, Dialect};
 use crate::store::{self, AuditStore, Backend, EventStream};
@@ -424,6 +426,18 @@ impl Backend for SqliteStore {
             .await
     }
 
+    async fn count_rows(
+        &self,
+        plan: &Plan,
+        filter: &EventFilter,
+        scope: &TenantScope,
+        limit: u64,
+    ) -> Result<u64, StoreError> {
+        let mut qb = sql::select_count(&SqliteDialect::default(), plan, filter, scope, limit);
+        let count: i64 = qb.build_query_scalar().fetch_one(&self.reader).await?;
+        Ok(count.unsigned_abs())
+    }
+
     async fn candidate_count(&self, groups: &TermGroups, limit: u64) -> Result<u64, StoreError> {
         let mut qb = sql::select_candidate_count(&SqliteDialect::default(), groups, limit);
         let count: i64 = qb.build_query_scalar().fetch_one(&self.reader).await?;
@@ -510,6 +524,15 @@ impl AuditStore for SqliteStore {
 
     async fn facets(&self, scope: &TenantScope) -> Result<Facets, StoreError> {
         store::collect_facets(self, scope).await
+    }
+
+    async fn count(
+        &self,
+        filter: &EventFilter,
+        scope: &TenantScope,
+        bound: u64,
+    ) -> Result<MatchCount, StoreError> {
+        store::count_matches(self, filter, scope, bound).await
     }
 
     async fn purge_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {

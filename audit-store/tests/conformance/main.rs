@@ -40,6 +40,7 @@ all_backends!(
     overlong_indexed_values_are_cut_not_refused,
     every_filter_alone,
     combined_filters_and_repeated_values,
+    counts_are_exact_up_to_the_bound,
     user_filter_matches_id_or_email_ignoring_case,
     resource_name_is_a_literal_case_insensitive_substring,
     time_range_edges,

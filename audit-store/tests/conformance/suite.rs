@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use audit_store::{
     Action, AuditEvent, AuditStore, ChainBreak, CheckpointKind, Cursor, EventFilter, HttpFacts,
-    Limit, Outcome, PageRequest, StoreError, TenantScope,
+    Limit, MatchCount, Outcome, PageRequest, StoreError, TenantScope,
 };
 use chrono::{Duration, TimeZone, Utc};
 use futures_util::TryStreamExt;
@@ -277,6 +277,95 @@ pub async fn combined_filters_and_repeated_values(h: &Harness) {
         let got = all(&*h.store, &f, &TenantScope::All).await;
         assert_eq!(ids(&got), ids(&want), "filter {f:?}");
     }
+}
+
+/// `count` agrees with the reference model for every filter and scope, exactly up to its
+/// bound and "bound, not exact" past it.
+pub async fn counts_are_exact_up_to_the_bound(h: &Harness) {
+    let events = varied_events(11, 700);
+    seed(&*h.store, &events).await;
+    let t = model::base_time();
+    let mut filters = single_filters();
+    filters.push(filter());
+    filters.push(EventFilter {
+        users: vec!["ALICE@acme.test".into(), "u-dave".into()],
+        outcomes: vec![Outcome::Allow],
+        from: Some(t + Duration::days(5)),
+        to: Some(t + Duration::days(40)),
+        ..filter()
+    });
+    filters.push(EventFilter {
+        resource_name: Some("PLAN".into()),
+        categories: vec!["Plan".into(), "Field".into()],
+        ..filter()
+    });
+    let scopes = [
+        TenantScope::All,
+        TenantScope::only(["acme"]),
+        TenantScope::only(["globex", "acme"]),
+        TenantScope::only(Vec::<String>::new()),
+    ];
+    for f in &filters {
+        for scope in &scopes {
+            let want = expected(&events, f, scope).len() as u64;
+            let count = |bound| h.store.count(f, scope, bound);
+            assert_eq!(
+                count(10_000).await.unwrap(),
+                MatchCount {
+                    count: want,
+                    exact: true
+                },
+                "{f:?} within {scope:?}"
+            );
+            assert_eq!(
+                count(want).await.unwrap(),
+                MatchCount {
+                    count: want,
+                    exact: true
+                },
+                "bound = matches: {f:?} within {scope:?}"
+            );
+            if want > 0 {
+                assert_eq!(
+                    count(want - 1).await.unwrap(),
+                    MatchCount {
+                        count: want - 1,
+                        exact: false
+                    },
+                    "bound below the matches: {f:?} within {scope:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        h.store
+            .count(&filter(), &TenantScope::All, 0)
+            .await
+            .unwrap(),
+        MatchCount {
+            count: 0,
+            exact: false
+        }
+    );
+    assert_eq!(
+        h.store
+            .count(&filter(), &TenantScope::All, u64::MAX)
+            .await
+            .unwrap(),
+        MatchCount {
+            count: 700,
+            exact: true
+        }
+    );
+    let backwards = EventFilter {
+        from: Some(t + Duration::days(2)),
+        to: Some(t),
+        ..filter()
+    };
+    assert!(matches!(
+        h.store.count(&backwards, &TenantScope::All, 10).await,
+        Err(StoreError::InvalidQuery(_))
+    ));
 }
 
 pub async fn user_filter_matches_id_or_email_ignoring_case(h: &Harness) {

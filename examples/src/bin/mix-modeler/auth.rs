@@ -25,7 +25,9 @@ pub struct User {
     pub login: &'static str,
     pub email: &'static str,
     pub name: &'static str,
-    pub tenant: &'static str,
+    /// The user's tenant; `None` for a platform auditor, who belongs to no tenant and sees
+    /// every tenant's events and the tenantless ones.
+    pub tenant: Option<&'static str>,
     /// May create, change and delete resources (otherwise 403).
     pub may_mutate: bool,
     /// Holds the audit `view` permission.
@@ -41,7 +43,7 @@ pub const USERS: &[User] = &[
         login: "alice",
         email: "alice@acme.test",
         name: "Alice Archer",
-        tenant: "acme",
+        tenant: Some("acme"),
         may_mutate: true,
         audit_view: true,
         audit_export: true,
@@ -51,7 +53,7 @@ pub const USERS: &[User] = &[
         login: "bob",
         email: "bob@acme.test",
         name: "Bob Baker",
-        tenant: "acme",
+        tenant: Some("acme"),
         may_mutate: true,
         audit_view: false,
         audit_export: false,
@@ -61,7 +63,7 @@ pub const USERS: &[User] = &[
         login: "carol",
         email: "carol@acme.test",
         name: "Carol Chen",
-        tenant: "acme",
+        tenant: Some("acme"),
         may_mutate: false,
         audit_view: false,
         audit_export: false,
@@ -71,7 +73,7 @@ pub const USERS: &[User] = &[
         login: "erin",
         email: "erin@acme.test",
         name: "Erin Ellis",
-        tenant: "acme",
+        tenant: Some("acme"),
         may_mutate: false,
         audit_view: true,
         audit_export: false,
@@ -81,8 +83,18 @@ pub const USERS: &[User] = &[
         login: "dave",
         email: "dave@globex.test",
         name: "Dave Dunn",
-        tenant: "globex",
+        tenant: Some("globex"),
         may_mutate: true,
+        audit_view: true,
+        audit_export: true,
+    },
+    User {
+        token: "olga-token",
+        login: "olga",
+        email: "olga@platform.test",
+        name: "Olga Orlova",
+        tenant: None,
+        may_mutate: false,
         audit_view: true,
         audit_export: true,
     },
@@ -91,10 +103,17 @@ pub const USERS: &[User] = &[
 impl User {
     /// The actor the audit log records for this user.
     pub fn actor(&self) -> Actor {
-        Actor::id(self.login)
-            .email(self.email)
-            .name(self.name)
-            .tenant(self.tenant)
+        let actor = Actor::id(self.login).email(self.email).name(self.name);
+        match self.tenant {
+            Some(tenant) => actor.tenant(tenant),
+            None => actor,
+        }
+    }
+
+    /// The tenant whose resources the user reads and changes; a platform auditor has none
+    /// (and may change nothing), so their lists are empty.
+    pub fn workspace(&self) -> &'static str {
+        self.tenant.unwrap_or("")
     }
 }
 
@@ -177,21 +196,21 @@ pub async fn require_user(audit: AuditContext, mut request: Request, next: Next)
 #[derive(Debug, Deserialize)]
 pub struct LoginQuery {
     #[serde(rename = "as")]
-    login: String,
+    login: Option<String>,
 }
 
 /// `GET /login?as=alice`: sets the session cookie and sends the browser to the log page.
+/// Without `as` (where the activity log's "Sign in" links), the page to choose a demo user.
 pub async fn login(Query(query): Query<LoginQuery>) -> Response {
-    let Some(user) = USERS.iter().find(|user| user.login == query.login) else {
+    let Some(login) = query.login else {
+        return crate::routes::sign_in_page().into_response();
+    };
+    let Some(user) = USERS.iter().find(|user| user.login == login) else {
         let known: Vec<_> = USERS.iter().map(|user| user.login).collect();
         return json_error(
             StatusCode::NOT_FOUND,
             "unknown_user",
-            &format!(
-                "no demo user {:?}; try one of {}",
-                query.login,
-                known.join(", ")
-            ),
+            &format!("no demo user {:?}; try one of {}", login, known.join(", ")),
         );
     };
     let cookie = format!(

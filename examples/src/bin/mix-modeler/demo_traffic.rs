@@ -8,8 +8,9 @@ use serde_json::Value;
 /// How far back the invented history goes.
 const HISTORY_DAYS: i64 = 90;
 
-/// Someone who acted in the past. Besides the five users who can sign in, two colleagues
-/// at globex appear in the history, so both tenants have several actors.
+/// Someone who acted in the past. Besides the users who can sign in (but olga, who only
+/// audits), two colleagues at globex appear in the history, so both tenants have several
+/// actors.
 struct PastActor {
     id: &'static str,
     email: &'static str,
@@ -248,8 +249,85 @@ pub enum DemoTrafficError {
     Record(#[from] RecordError),
 }
 
-/// Records `count` past events: the first ones cover every operation in both tenants, the
-/// rest are random, with about one in ten denied.
+/// A resource of the invented history: one id and one name for its whole life, which
+/// runs create → updates (and, for models, trainings, clones, rescores, downloads) →
+/// sometimes delete, in time order.
+struct PastResource {
+    tenant: &'static str,
+    category: &'static str,
+    id: String,
+    name: String,
+    life: Life,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    /// Not created yet.
+    Planned,
+    Alive,
+    Deleted,
+}
+
+/// The categories whose resources have names (all but Data Harmonization's sync).
+const NAMED_CATEGORIES: [&str; 6] = [
+    "Dataset Rule",
+    "Field",
+    "Marketing Touchpoint",
+    "Conversion",
+    "Model",
+    "Plan",
+];
+
+/// Every resource the history may create, per tenant, with stable ids and names.
+fn planned_resources() -> Vec<PastResource> {
+    let mut resources = Vec::new();
+    for tenant in ["acme", "globex"] {
+        for category in NAMED_CATEGORIES {
+            for name in names_of(category) {
+                resources.push(PastResource {
+                    tenant,
+                    category,
+                    id: (1000 + resources.len()).to_string(),
+                    name: (*name).to_owned(),
+                    life: Life::Planned,
+                });
+            }
+        }
+    }
+    resources
+}
+
+fn operation(category: &str, action: &str) -> &'static Operation {
+    OPERATIONS
+        .iter()
+        .find(|op| op.category == category && op.action == action)
+        .unwrap_or(&OPERATIONS[OPERATIONS.len() - 1])
+}
+
+/// What happens to a live resource of `category` next (never `create`).
+fn next_action(dice: &mut Dice, category: &str) -> &'static str {
+    let options: &[&'static str] = match category {
+        "Model" => &[
+            "update", "update", "train", "train", "train", "clone", "rescore", "download",
+            "update", "delete",
+        ],
+        // Plans have no delete route.
+        "Plan" => &["update", "update", "change_model"],
+        _ => &["update", "update", "update", "update", "update", "delete"],
+    };
+    options[dice.below(options.len())]
+}
+
+/// What one past request was about: the operation, the resource (if any) and whether it
+/// goes into the events as named.
+struct Happening<'a> {
+    operation: &'static Operation,
+    resource: Option<&'a PastResource>,
+}
+
+/// Records `count` past events: resources live through their lifecycles in time order,
+/// read-only users are refused (403), and about one in thirty requests carries no
+/// credentials at all (401, no tenant: only a platform auditor sees those).
 pub async fn record(recorder: &Recorder, count: u32) -> Result<(), DemoTrafficError> {
     let mut dice = Dice(0x9E37_79B9_7F4A_7C15);
     let now = Utc::now();
@@ -259,86 +337,177 @@ pub async fn record(recorder: &Recorder, count: u32) -> Result<(), DemoTrafficEr
         .collect();
     // Oldest first, so ids and times increase together as they would have.
     offsets.sort_unstable_by(|a, b| b.cmp(a));
-    let acme_editor = &ACTORS[0];
-    let globex_editor = &ACTORS[4];
-    for (index, offset) in offsets.into_iter().enumerate() {
-        let (operation, actor) = match index {
-            i if i < OPERATIONS.len() => (&OPERATIONS[i], Some(acme_editor)),
-            i if i < 2 * OPERATIONS.len() => {
-                (&OPERATIONS[i - OPERATIONS.len()], Some(globex_editor))
-            }
-            _ => {
-                let actor = if dice.chance(3) {
-                    None
-                } else {
-                    Some(dice.pick(ACTORS))
+    let mut resources = planned_resources();
+    for offset in offsets {
+        let at = now - Duration::milliseconds(offset);
+        let actor = if dice.chance(3) {
+            None
+        } else {
+            Some(dice.pick(ACTORS))
+        };
+        let event = match actor {
+            None => anonymous_attempt(&mut dice, &resources, at)?,
+            Some(actor) => {
+                let (index, action) = choose(&mut dice, &resources, actor.tenant);
+                let refused = !actor.may_mutate && action != "download";
+                let (operation, clone) = match index {
+                    Some(index) => {
+                        let resource = &resources[index];
+                        let operation = operation(resource.category, action);
+                        let mut clone = None;
+                        if !refused {
+                            match action {
+                                "create" => resources[index].life = Life::Alive,
+                                "delete" => resources[index].life = Life::Deleted,
+                                "clone" => clone = Some(index),
+                                _ => {}
+                            }
+                        }
+                        (operation, clone.map(|source| (source, resources.len())))
+                    }
+                    None => (operation("Data Harmonization", "sync"), None),
                 };
-                (dice.pick(OPERATIONS), actor)
+                if let Some((source, new_index)) = clone {
+                    let copy = PastResource {
+                        tenant: resources[source].tenant,
+                        category: resources[source].category,
+                        id: (1000 + new_index).to_string(),
+                        name: format!("{} (copy)", resources[source].name),
+                        life: Life::Alive,
+                    };
+                    resources.push(copy);
+                }
+                let happening = Happening {
+                    operation,
+                    resource: index.map(|i| &resources[i]),
+                };
+                let clone_id = clone.map(|(_, new_index)| resources[new_index].id.clone());
+                past_event(&mut dice, &happening, actor, refused, clone_id, at)?
             }
         };
-        let at = now - Duration::milliseconds(offset);
-        let event = past_event(&mut dice, operation, actor, at)?;
         recorder.record(event).await?;
     }
     Ok(())
 }
 
-fn past_event(
+/// The next thing `tenant` does: the index of a resource and its action, or `None` for a
+/// data sync (no resource).
+fn choose(
     dice: &mut Dice,
-    operation: &Operation,
-    actor: Option<&PastActor>,
+    resources: &[PastResource],
+    tenant: &str,
+) -> (Option<usize>, &'static str) {
+    if dice.chance(5) {
+        return (None, "sync");
+    }
+    let category = *dice.pick(&NAMED_CATEGORIES);
+    let of = |life: Life| {
+        resources
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.tenant == tenant && r.category == category && r.life == life)
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>()
+    };
+    let (planned, alive) = (of(Life::Planned), of(Life::Alive));
+    match (planned.first(), alive.is_empty()) {
+        (Some(&next), true) => (Some(next), "create"),
+        (Some(&next), false) if dice.chance(20) => (Some(next), "create"),
+        (_, false) => {
+            let index = *dice.pick(&alive);
+            (Some(index), next_action(dice, category))
+        }
+        (None, true) => (None, "sync"),
+    }
+}
+
+/// A request without credentials, answered 401 by the host's auth: no actor, no tenant,
+/// only the path's resource id.
+fn anonymous_attempt(
+    dice: &mut Dice,
+    resources: &[PastResource],
     at: chrono::DateTime<Utc>,
 ) -> Result<AuditEvent, InvalidName> {
-    let resource_id = (1000 + dice.below(400)).to_string();
-    let path = operation.route.replace("{id}", &resource_id);
-    // Read-only users are refused anything but the metadata download.
-    let forbidden = actor.is_some_and(|a| !a.may_mutate) && operation.method != "GET";
-    let status = match actor {
-        None => 401,
-        Some(_) if forbidden => 403,
-        Some(_) => operation.status,
-    };
-    let mut builder = AuditEvent::builder(operation.category, Action::custom(operation.action)?)
-        .http(HttpFacts::new(
-            operation.method,
-            operation.route,
-            path,
-            status,
-        ))
-        .occurred_at(at)
-        .duration_ms(2.0 + dice.below(250) as f64 + dice.below(1000) as f64 / 1000.0)
-        .client_ip(format!("10.20.{}.{}", dice.below(8), 2 + dice.below(250)))
-        .user_agent(*dice.pick(USER_AGENTS));
-    if let Some(actor) = actor {
-        builder = builder
-            .tenant(actor.tenant)
-            .actor_id(actor.id)
-            .actor_email(actor.email)
-            .actor_name(actor.name);
+    let operation = dice.pick(OPERATIONS);
+    let resource = resources
+        .iter()
+        .filter(|r| r.category == operation.category && r.life == Life::Alive)
+        .nth(dice.below(4));
+    let id = resource.map_or("1000", |r| r.id.as_str());
+    let path = operation.route.replace("{id}", id);
+    let mut builder = base_event(dice, operation, path, 401, at)?;
+    if operation.route.contains("{id}") {
+        builder = builder.resource_id(id);
     }
-    let names = names_of(operation.category);
-    if !names.is_empty() && status != 401 {
-        builder = builder.resource(resource_id, *dice.pick(names));
-    } else if operation.route.contains("{id}") {
-        builder = builder.resource_id(resource_id);
+    Ok(builder.denied("no bearer token or session cookie").build())
+}
+
+fn base_event(
+    dice: &mut Dice,
+    operation: &Operation,
+    path: String,
+    status: u16,
+    at: chrono::DateTime<Utc>,
+) -> Result<audit_store::EventBuilder<audit_store::Ready>, InvalidName> {
+    Ok(
+        AuditEvent::builder(operation.category, Action::custom(operation.action)?)
+            .http(HttpFacts::new(
+                operation.method,
+                operation.route,
+                path,
+                status,
+            ))
+            .occurred_at(at)
+            .duration_ms(2.0 + dice.below(250) as f64 + dice.below(1000) as f64 / 1000.0)
+            .client_ip(format!("10.20.{}.{}", dice.below(8), 2 + dice.below(250)))
+            .user_agent(*dice.pick(USER_AGENTS)),
+    )
+}
+
+fn past_event(
+    dice: &mut Dice,
+    happening: &Happening<'_>,
+    actor: &PastActor,
+    refused: bool,
+    clone_id: Option<String>,
+    at: chrono::DateTime<Utc>,
+) -> Result<AuditEvent, InvalidName> {
+    let operation = happening.operation;
+    let id = happening.resource.map_or("", |r| r.id.as_str());
+    let path = operation.route.replace("{id}", id);
+    let status = if refused { 403 } else { operation.status };
+    let mut builder = base_event(dice, operation, path, status, at)?
+        .tenant(actor.tenant)
+        .actor_id(actor.id)
+        .actor_email(actor.email)
+        .actor_name(actor.name);
+    if let Some(resource) = happening.resource {
+        // A refused create never reached the handler: there is no resource yet.
+        if !(refused && operation.action == "create") {
+            builder = builder.resource(resource.id.clone(), resource.name.clone());
+        }
     }
-    builder = match status {
-        401 => builder.denied("no bearer token or session cookie"),
-        403 => builder.denied("read-only user"),
-        _ => match operation.action {
-            "update" => with_change(dice, builder, operation.category),
-            "change_model" => builder
-                .change(
-                    "model_id",
-                    (1000 + dice.below(400)).to_string(),
-                    (1000 + dice.below(400)).to_string(),
-                )
-                .attribute("model_name", *dice.pick(names_of("Model"))),
-            "sync" => builder
-                .attribute("touchpoints", dice.below(40))
-                .attribute("conversions", dice.below(12)),
-            _ => builder,
+    if refused {
+        return Ok(builder.denied("read-only user").build());
+    }
+    let names = names_of("Model");
+    builder = match operation.action {
+        "update" => with_change(dice, builder, operation.category),
+        "change_model" => builder
+            .change(
+                "model_id",
+                (1000 + dice.below(60)).to_string(),
+                (1000 + dice.below(60)).to_string(),
+            )
+            .attribute("model_name", *dice.pick(names)),
+        "clone" => match clone_id {
+            Some(clone_id) => builder.attribute("clone_id", clone_id),
+            None => builder,
         },
+        "sync" => builder
+            .attribute("touchpoints", dice.below(40))
+            .attribute("conversions", dice.below(12)),
+        _ => builder,
     };
     Ok(builder.build())
 }

@@ -6,7 +6,8 @@ use http::request::Parts;
 
 use crate::auth::signed_in_user;
 
-/// Every signed-in user is a viewer of their own tenant only; the audit permissions come
+/// Every signed-in user is a viewer of their own tenant only (a platform auditor of all of
+/// them); the audit permissions come
 /// from the user table. The router itself answers 401/403 and records the denial.
 #[derive(Debug, Clone, Copy)]
 pub struct DemoAccessPolicy;
@@ -17,12 +18,17 @@ impl AccessPolicy for DemoAccessPolicy {
         match signed_in_user(&request.headers) {
             None => Access::Unauthenticated,
             Some(user) => Access::Viewer(
-                Viewer::new(TenantScope::only([user.tenant]))
-                    .id(user.login)
-                    .email(user.email)
-                    .name(user.name)
-                    .can_view(user.audit_view)
-                    .can_export(user.audit_export),
+                // A platform auditor (no tenant) sees every tenant, and the events that
+                // have none, such as unauthenticated attempts.
+                Viewer::new(match user.tenant {
+                    Some(tenant) => TenantScope::only([tenant]),
+                    None => TenantScope::All,
+                })
+                .id(user.login)
+                .email(user.email)
+                .name(user.name)
+                .can_view(user.audit_view)
+                .can_export(user.audit_export),
             ),
         }
     }

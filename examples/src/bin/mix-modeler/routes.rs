@@ -33,6 +33,7 @@ pub fn app(audit_log: &Audit) -> Result<Router, InvalidName> {
     // Exports and denied views of the log go through the same recorder as everything else.
     let audit_router = audit_log
         .audit_router(DemoAccessPolicy)
+        .sign_in_url("/login")
         .mount(AUDIT_LOG_PREFIX);
     let audit = audit_layer(audit_log.layer())?;
     for (method, path) in api_route_list() {
@@ -271,7 +272,7 @@ async fn list(
     Extension(kind): Extension<Kind>,
     Extension(user): SignedIn,
 ) -> Json<Vec<Item>> {
-    Json(resources.list(user.tenant, kind))
+    Json(resources.list(user.workspace(), kind))
 }
 
 async fn show(
@@ -281,7 +282,7 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Item>, ApiError> {
     resources
-        .get(user.tenant, kind, &id)
+        .get(user.workspace(), kind, &id)
         .map(Json)
         .ok_or_else(|| ApiError::not_found(kind, &id))
 }
@@ -296,7 +297,7 @@ async fn create(
     let mut fields = json_object(body)?;
     let name = valid_name(fields.remove("name").as_ref())?;
     fields.remove("id");
-    let item = resources.create(user.tenant, kind, name, fields);
+    let item = resources.create(user.workspace(), kind, name, fields);
     audit.set_resource(&item.id, &item.name);
     Ok(created(kind, &item))
 }
@@ -315,7 +316,7 @@ async fn update(
         valid_name(changes.get("name"))?;
     }
     let (before, after) = resources
-        .update(user.tenant, kind, &id, &changes)
+        .update(user.workspace(), kind, &id, &changes)
         .ok_or_else(|| ApiError::not_found(kind, &id))?;
     audit.set_resource(&after.id, &after.name);
     for field in changes.keys().filter(|field| *field != "id") {
@@ -335,7 +336,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let item = resources
-        .delete(user.tenant, kind, &id)
+        .delete(user.workspace(), kind, &id)
         .ok_or_else(|| ApiError::not_found(kind, &id))?;
     audit.set_resource(&item.id, &item.name);
     Ok(StatusCode::NO_CONTENT)
@@ -349,7 +350,7 @@ fn model(
     id: &str,
 ) -> Result<Item, ApiError> {
     let model = resources
-        .get(user.tenant, Kind::Model, id)
+        .get(user.workspace(), Kind::Model, id)
         .ok_or_else(|| ApiError::not_found(Kind::Model, id))?;
     audit.set_resource(&model.id, &model.name);
     Ok(model)
@@ -387,7 +388,7 @@ async fn clone_model(
 ) -> Result<Response, ApiError> {
     let source = model(&resources, user, &audit, &id)?;
     let copy = resources.create(
-        user.tenant,
+        user.workspace(),
         Kind::Model,
         format!("{} (copy)", source.name),
         source.fields.clone(),
@@ -435,7 +436,7 @@ async fn change_plan_model(
             )
         })?;
     let model = resources
-        .get(user.tenant, Kind::Model, model_id)
+        .get(user.workspace(), Kind::Model, model_id)
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -446,7 +447,7 @@ async fn change_plan_model(
     let mut change = Map::new();
     change.insert("model_id".into(), Value::String(model.id.clone()));
     let (before, after) = resources
-        .update(user.tenant, Kind::Plan, &id, &change)
+        .update(user.workspace(), Kind::Plan, &id, &change)
         .ok_or_else(|| ApiError::not_found(Kind::Plan, &id))?;
     audit.set_resource(&after.id, &after.name);
     audit.record_change("model_id", before.get("model_id"), after.get("model_id"));
@@ -460,8 +461,8 @@ async fn sync_harmonization(
     Extension(user): SignedIn,
     audit: AuditContext,
 ) -> Response {
-    let touchpoints = resources.list(user.tenant, Kind::Touchpoint).len();
-    let conversions = resources.list(user.tenant, Kind::Conversion).len();
+    let touchpoints = resources.list(user.workspace(), Kind::Touchpoint).len();
+    let conversions = resources.list(user.workspace(), Kind::Conversion).len();
     audit.set_attribute("touchpoints", touchpoints);
     audit.set_attribute("conversions", conversions);
     let body = json!({"status": "syncing", "touchpoints": touchpoints, "conversions": conversions});
@@ -470,6 +471,11 @@ async fn sync_harmonization(
 
 /// `GET /`: how to sign in.
 async fn index() -> Html<String> {
+    sign_in_page()
+}
+
+/// The demo's sign-in page (`/` and `/login`): one link per demo user.
+pub fn sign_in_page() -> Html<String> {
     let users: String = USERS
         .iter()
         .map(|user| {
@@ -490,7 +496,9 @@ async fn index() -> Html<String> {
                  {mutate}, {view}</li>\n",
                 login = user.login,
                 email = user.email,
-                tenant = user.tenant,
+                tenant = user
+                    .tenant
+                    .unwrap_or("none: a platform auditor of every tenant"),
             )
         })
         .collect();
