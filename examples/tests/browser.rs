@@ -67,10 +67,10 @@ struct Demo {
 }
 
 impl Demo {
-    fn start(database: &str) -> Demo {
+    fn start(database: &str, demo_traffic: u32) -> Demo {
         let mut child = Command::new(BINARY)
             .args(["--listen", "127.0.0.1:0", "--database", database])
-            .args(["--demo-traffic", "400"])
+            .args(["--demo-traffic", &demo_traffic.to_string()])
             .env_remove("DATABASE_URL")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -87,9 +87,11 @@ impl Demo {
                 }
             }
         });
-        let Ok(mut base) = receiver.recv_timeout(PATIENCE) else {
+        // Seeding the demo's traffic takes longer the more there is.
+        let patience = PATIENCE + Duration::from_millis(u64::from(demo_traffic) * 2);
+        let Ok(mut base) = receiver.recv_timeout(patience) else {
             let _ = child.kill();
-            panic!("the demo did not report its address within {PATIENCE:?}");
+            panic!("the demo did not report its address within {patience:?}");
         };
         if !base.ends_with('/') {
             base.push('/');
@@ -107,24 +109,45 @@ impl Drop for Demo {
 
 #[test]
 fn activity_log_page_in_headless_chromium() {
+    run_suite(
+        "activity_log_page_in_headless_chromium",
+        "activity-log.test.mjs",
+        400,
+    );
+}
+
+/// The page with 10,000 rows loaded (tests/browser/performance.test.mjs): scroll frames and
+/// a filter change's paint, reported as figures (BENCHMARKS.md), not timed assertions.
+#[test]
+fn page_performance_in_headless_chromium() {
+    run_suite(
+        "page_performance_in_headless_chromium",
+        "performance.test.mjs",
+        10_000,
+    );
+}
+
+/// Starts the demo with `demo_traffic` seeded events on a fresh SQLite file and runs one
+/// file of the browser suite against it.
+fn run_suite(name: &str, suite_file: &str, demo_traffic: u32) {
     let tools = match find_tools() {
         Ok(tools) => tools,
         Err(missing) => {
             assert!(
                 !audit_store::testing::require_all(),
-                "activity_log_page_in_headless_chromium: {missing}, and AUDIT_TEST_REQUIRE_ALL forbids skipping"
+                "{name}: {missing}, and AUDIT_TEST_REQUIRE_ALL forbids skipping"
             );
-            eprintln!("skipped activity_log_page_in_headless_chromium: {missing}");
+            eprintln!("skipped {name}: {missing}");
             return;
         }
     };
     let dir = tempfile::tempdir().expect("a temporary directory");
     let database = format!("sqlite://{}", dir.path().join("audit.db").display());
-    let demo = Demo::start(&database);
+    let demo = Demo::start(&database, demo_traffic);
     let artifacts = workspace_root().join("tests/artifacts");
 
     let mut suite = Command::new("node")
-        .args(["--test", "--test-reporter=spec", "activity-log.test.mjs"])
+        .args(["--test", "--test-reporter=spec", suite_file])
         .current_dir(&tools.suite_dir)
         .env("AUDIT_BASE_URL", &demo.base)
         .env("AUDIT_CHROMIUM", &tools.chromium)
@@ -138,14 +161,14 @@ fn activity_log_page_in_headless_chromium() {
         }
         if Instant::now() > deadline {
             let _ = suite.kill();
-            panic!("the browser suite did not finish within {SUITE_LIMIT:?}");
+            panic!("{suite_file} did not finish within {SUITE_LIMIT:?}");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     drop(demo);
     assert!(
         status.success(),
-        "the browser suite failed ({status}); its report is above, screenshots in {}",
+        "{suite_file} failed ({status}); its report is above, screenshots in {}",
         artifacts.display()
     );
 }
