@@ -142,7 +142,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .execute(postgres.pool())
         .await?;
         profile("postgres", &postgres).await?;
-        audit_store::testing::drop_postgres_schema(&postgres).await?;
+        // AUDIT_PROFILE_KEEP=1 keeps the schema, for EXPLAIN with psql.
+        if std::env::var("AUDIT_PROFILE_KEEP").is_ok_and(|v| v == "1") {
+            eprintln!("kept schema {}", postgres.schema());
+        } else {
+            audit_store::testing::drop_postgres_schema(&postgres).await?;
+        }
     }
     Ok(())
 }
