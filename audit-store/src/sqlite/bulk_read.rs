@@ -41,7 +41,18 @@ struct Connections {
     location: Location,
     busy_timeout: Duration,
     idle: Mutex<Vec<Connection>>,
+    /// Connections for verification's chain walks, which read every page once: no memory
+    /// map (mapped pages of a file count in the process's resident set, up to the map's
+    /// 256 MiB per connection, however large the log) and a small page cache, so
+    /// verification's memory stays flat whatever the size of the log.
+    idle_walkers: Mutex<Vec<Connection>>,
 }
+
+/// The settings of a connection reading pages many times (pages, exports).
+const READER_PRAGMAS: &str = "PRAGMA cache_size = -16384; PRAGMA mmap_size = 268435456;";
+
+/// The settings of a connection reading every page once (verification's chain walks).
+const WALKER_PRAGMAS: &str = "PRAGMA cache_size = -2048; PRAGMA mmap_size = 0;";
 
 impl BulkReader {
     /// A reader of the database at `location` (opened on first use).
@@ -51,6 +62,7 @@ impl BulkReader {
                 location,
                 busy_timeout,
                 idle: Mutex::new(Vec::new()),
+                idle_walkers: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -62,9 +74,11 @@ impl BulkReader {
         binds: Vec<Value>,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let connections = self.inner.clone();
-        tokio::task::spawn_blocking(move || connections.read(&sql, binds, read_events))
-            .await
-            .map_err(|e| StoreError::Background(format!("a SQLite read failed to finish: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            connections.read(&sql, binds, READER_PRAGMAS, read_events)
+        })
+        .await
+        .map_err(|e| StoreError::Background(format!("a SQLite read failed to finish: {e}")))?
     }
 
     /// Runs `sql` (selecting `sql::ROW_COLUMNS` in chain order) with `binds` and hashes every
@@ -77,9 +91,11 @@ impl BulkReader {
         binds: Vec<Value>,
     ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let connections = self.inner.clone();
-        tokio::task::spawn_blocking(move || connections.read(&sql, binds, canonical_rows))
-            .await
-            .map_err(|e| StoreError::Background(format!("a SQLite read failed to finish: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            connections.read(&sql, binds, WALKER_PRAGMAS, canonical_rows)
+        })
+        .await
+        .map_err(|e| StoreError::Background(format!("a SQLite read failed to finish: {e}")))?
     }
 
     pub(super) async fn checks(
@@ -88,9 +104,11 @@ impl BulkReader {
         binds: Vec<Value>,
     ) -> Result<Vec<RowCheck>, StoreError> {
         let connections = self.inner.clone();
-        tokio::task::spawn_blocking(move || connections.read(&sql, binds, check_rows))
-            .await
-            .map_err(|e| StoreError::Background(format!("a SQLite read failed to finish: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            connections.read(&sql, binds, WALKER_PRAGMAS, check_rows)
+        })
+        .await
+        .map_err(|e| StoreError::Background(format!("a SQLite read failed to finish: {e}")))?
     }
 }
 
@@ -99,16 +117,22 @@ impl Connections {
         &self,
         sql: &str,
         binds: Vec<Value>,
+        pragmas: &'static str,
         rows: fn(&Connection, &str, Vec<Value>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let pool = if pragmas == WALKER_PRAGMAS {
+            &self.idle_walkers
+        } else {
+            &self.idle
+        };
+        let idle = pool.lock().ok().and_then(|mut idle| idle.pop());
         let connection = match idle {
             Some(connection) => connection,
-            None => self.open()?,
+            None => self.open(pragmas)?,
         };
         // A connection that failed is dropped, not reused.
         let read = rows(&connection, sql, binds)?;
-        if let Ok(mut idle) = self.idle.lock()
+        if let Ok(mut idle) = pool.lock()
             && idle.len() < IDLE_CONNECTIONS
         {
             idle.push(connection);
@@ -116,8 +140,8 @@ impl Connections {
         Ok(read)
     }
 
-    /// A read-only connection with the store's busy timeout and cache settings.
-    fn open(&self) -> Result<Connection, StoreError> {
+    /// A read-only connection with the store's busy timeout and `pragmas`.
+    fn open(&self, pragmas: &str) -> Result<Connection, StoreError> {
         let connection = self
             .location
             .open(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
@@ -125,9 +149,7 @@ impl Connections {
         connection
             .busy_timeout(self.busy_timeout)
             .map_err(read_error)?;
-        connection
-            .execute_batch("PRAGMA cache_size = -16384; PRAGMA mmap_size = 268435456;")
-            .map_err(read_error)?;
+        connection.execute_batch(pragmas).map_err(read_error)?;
         Ok(connection)
     }
 }
