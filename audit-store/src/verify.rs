@@ -57,25 +57,34 @@ pub(crate) struct RowCheck {
 /// version 1 `prev_hash ‖ seq ‖ canonical JSON` in one buffer, version 2 canonical JSON in
 /// another, then the version 2 chaining steps. Whoever fills it writes each row's canonical
 /// JSON (from an event, or from a row's columns), so this is the one place verification
-/// hashes.
+/// hashes. Every [`HASHER_ROWS`] links it hashes what it holds and reuses its buffers, so a
+/// chunk of any size costs a few hundred kilobytes.
 #[derive(Default)]
 pub(crate) struct LinkHasher {
     v1_bytes: Vec<u8>,
     v1_ends: Vec<usize>,
     v2_bytes: Vec<u8>,
     v2_ends: Vec<usize>,
-    /// Each link, its id, and whether its canonical JSON was written (a row the fast path
-    /// could not read is not hashed and counts as a mismatch).
+    /// Each pending link, its id, and whether its canonical JSON was written (a row the
+    /// fast path could not read is not hashed and counts as a mismatch).
     rows: Vec<(ChainLink, Uuid, bool)>,
+    /// The links hashed so far.
+    done: Vec<RowCheck>,
 }
+
+/// Links hashed together: many times the widest SIMD batch (16 lanes), and few enough that
+/// the buffers stay small (about 640 bytes a link).
+const HASHER_ROWS: usize = 512;
 
 impl LinkHasher {
     /// A hasher for about `rows` links.
     pub(crate) fn with_capacity(rows: usize) -> Self {
+        let pending = rows.min(HASHER_ROWS);
         LinkHasher {
-            v2_bytes: Vec::with_capacity(rows * 640),
-            v2_ends: Vec::with_capacity(rows),
-            rows: Vec::with_capacity(rows),
+            v2_bytes: Vec::with_capacity(pending * 640),
+            v2_ends: Vec::with_capacity(pending),
+            rows: Vec::with_capacity(pending),
+            done: Vec::with_capacity(rows),
             ..LinkHasher::default()
         }
     }
@@ -110,10 +119,19 @@ impl LinkHasher {
             written
         };
         self.rows.push((link, id, written));
+        if self.rows.len() >= HASHER_ROWS {
+            self.hash_pending();
+        }
     }
 
     /// Each link, in the order pushed, and whether its bytes gave its hash.
-    pub(crate) fn finish(self) -> Vec<RowCheck> {
+    pub(crate) fn finish(mut self) -> Vec<RowCheck> {
+        self.hash_pending();
+        self.done
+    }
+
+    /// Hashes the pending links into `done` and empties the buffers (keeping their memory).
+    fn hash_pending(&mut self) {
         let v1_digests = hash_bodies(CHAIN_TAG, &self.v1_bytes, &self.v1_ends);
         let contents = hash_bodies(CONTENT_TAG_V2, &self.v2_bytes, &self.v2_ends);
         let mut steps = Vec::with_capacity(contents.len() * 72);
@@ -130,9 +148,8 @@ impl LinkHasher {
         }
         let v2_digests = hash_bodies(CHAIN_TAG_V2, &steps, &step_ends);
         let (mut v1, mut v2) = (v1_digests.into_iter(), v2_digests.into_iter());
-        self.rows
-            .into_iter()
-            .map(|(link, id, written)| {
+        self.done
+            .extend(self.rows.drain(..).map(|(link, id, written)| {
                 let digest = match (written, link.version) {
                     (false, _) => None,
                     (true, ChainVersion::V1) => v1.next(),
@@ -143,8 +160,11 @@ impl LinkHasher {
                     id,
                     matches: digest == Some(link.hash.0),
                 }
-            })
-            .collect()
+            }));
+        self.v1_bytes.clear();
+        self.v1_ends.clear();
+        self.v2_bytes.clear();
+        self.v2_ends.clear();
     }
 }
 
