@@ -593,8 +593,8 @@ where
 const PARALLEL_CHAIN_FETCHES: usize = 2;
 
 /// How many chunks of verification's chain walk are read and hashed at the same time. A
-/// checked chunk is a few hundred kilobytes of links (not events; PostgreSQL holds a
-/// chunk's raw rows, about 3 MB, while hashing them), so more of them cost little memory;
+/// checked chunk is a few hundred kilobytes of links (not events; rows are hashed as they
+/// are read), so more of them cost little memory;
 /// with only two, each connection waited for the other's hashing (PostgreSQL) or for the
 /// consumer, and neither core was kept busy: 1,000,000 events took 2.2 s (SQLite) and
 /// 5–6 s (PostgreSQL) with two, 1.1 s and 2.5 s with four, the same with six

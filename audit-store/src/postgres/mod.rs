@@ -417,18 +417,30 @@ fn decode(row: &PgRow) -> Result<AuditEvent, StoreError> {
 /// values borrowed from the rows (only the attributes are decoded: PostgreSQL's JSONB text
 /// is not the canonical form). A row whose values do not fit counts as a mismatch; the
 /// caller decodes it in full, which names the fault.
-fn check_rows(rows: &[PgRow]) -> Result<Vec<RowCheck>, StoreError> {
-    let mut hasher = LinkHasher::with_capacity(rows.len());
-    for row in rows {
-        let seq: i64 = row.try_get(0)?;
-        let prev_hash: &[u8] = row.try_get(1)?;
-        let hash: &[u8] = row.try_get(2)?;
-        let version: i16 = row.try_get(24)?;
-        let link = ChainLink::from_stored(seq, prev_hash, hash, i64::from(version))?;
-        let id: Uuid = row.try_get(3)?;
-        hasher.push(link, id, |out| write_row_canonical(row, id, out));
+///
+/// Rows are taken as they arrive, so the server sends the rest of a chunk while the first
+/// rows are hashed, and a chunk's raw rows are never all in memory at once.
+async fn check_rows(
+    mut rows: futures_util::stream::BoxStream<'_, Result<PgRow, sqlx::Error>>,
+    limit: usize,
+) -> Result<Vec<RowCheck>, StoreError> {
+    let mut hasher = LinkHasher::with_capacity(limit);
+    while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows).await? {
+        check_row(&mut hasher, &row)?;
     }
     Ok(hasher.finish())
+}
+
+/// Pushes one row's link and canonical JSON into `hasher`.
+fn check_row(hasher: &mut LinkHasher, row: &PgRow) -> Result<(), StoreError> {
+    let seq: i64 = row.try_get(0)?;
+    let prev_hash: &[u8] = row.try_get(1)?;
+    let hash: &[u8] = row.try_get(2)?;
+    let version: i16 = row.try_get(24)?;
+    let link = ChainLink::from_stored(seq, prev_hash, hash, i64::from(version))?;
+    let id: Uuid = row.try_get(3)?;
+    hasher.push(link, id, |out| write_row_canonical(row, id, out));
+    Ok(())
 }
 
 /// Appends the row's canonical JSON, written from its column values, to `out`; `false` (and
@@ -499,8 +511,7 @@ impl Backend for PostgresStore {
         limit: usize,
     ) -> Result<Vec<RowCheck>, StoreError> {
         let mut qb = sql::select_chain(&self.dialect(), after_seq, through, limit);
-        let rows = qb.build().fetch_all(&self.pool).await?;
-        check_rows(&rows)
+        check_rows(qb.build().fetch(&self.pool), limit).await
     }
 
     async fn count_rows(
