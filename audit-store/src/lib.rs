@@ -88,7 +88,10 @@ pub use sanitize::{MAX_INDEXED_TEXT, NUL_REPLACEMENT, REPLACED_ATTRIBUTE, TRUNCA
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use store::{AuditStore, EventStream};
-pub use verify::{ChainBreak, ChainReport, chain_hashes_match, verify_chain, verify_chain_against};
+pub use verify::{
+    ChainBreak, ChainReport, CheckStream, CheckedLink, chain_hashes_match, verify_chain,
+    verify_chain_against,
+};
 
 /// The text every append-only rejection raised by the database contains.
 pub const APPEND_ONLY_MESSAGE: &str = "audit events are append-only";

@@ -3,14 +3,14 @@
 use std::fmt;
 
 use ed25519_dalek::VerifyingKey;
-use futures_util::TryStreamExt;
-use futures_util::stream::TryChunksError;
+use futures_util::stream::{BoxStream, TryChunksError};
+use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::chain::{
-    CHAIN_TAG, CHAIN_TAG_V2, CONTENT_TAG_V2, ChainHead, ChainVersion, write_canonical_json,
+    CHAIN_TAG, CHAIN_TAG_V2, CONTENT_TAG_V2, ChainHead, ChainLink, ChainVersion,
+    write_canonical_json,
 };
 use crate::checkpoint::{Checkpoint, CheckpointKind};
 use crate::error::StoreError;
@@ -24,6 +24,187 @@ const REORDER_WINDOW: u64 = 1000;
 /// Events hashed together: many times the widest SIMD batch (16 lanes), and few enough that
 /// the batch being hashed and the one being read stay small.
 const HASH_BATCH: usize = 4096;
+
+/// One link of the chain as verification checks it: the row's link and event id, and
+/// whether its content still gives the link's hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedLink {
+    /// The row's link.
+    pub link: ChainLink,
+    /// The row's event id.
+    pub id: Uuid,
+    /// `None` when the row's content and position give `link.hash`. Otherwise the stored
+    /// event, decoded in full, whose content the reference computation
+    /// ([`ChainLink::recompute`]) found not to match: verification looks for the position it
+    /// was written at with it.
+    pub mismatch: Option<Box<AuditEvent>>,
+}
+
+/// The chain in chain order as [`AuditStore::chain_checks_after`] yields it: batches of
+/// checked links.
+pub type CheckStream = BoxStream<'static, Result<Vec<CheckedLink>, StoreError>>;
+
+/// A row's link and whether the fast path's bytes gave its hash (`false` is only a
+/// suspicion, to be confirmed on the decoded event).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowCheck {
+    pub(crate) link: ChainLink,
+    pub(crate) id: Uuid,
+    pub(crate) matches: bool,
+}
+
+/// Collects the messages of many links and hashes them side by side (multi-buffer SHA-256):
+/// version 1 `prev_hash ‖ seq ‖ canonical JSON` in one buffer, version 2 canonical JSON in
+/// another, then the version 2 chaining steps. Whoever fills it writes each row's canonical
+/// JSON (from an event, or from a row's columns), so this is the one place verification
+/// hashes. Every [`HASHER_ROWS`] links it hashes what it holds and reuses its buffers, so a
+/// chunk of any size costs a few hundred kilobytes.
+#[derive(Default)]
+pub(crate) struct LinkHasher {
+    v1_bytes: Vec<u8>,
+    v1_ends: Vec<usize>,
+    v2_bytes: Vec<u8>,
+    v2_ends: Vec<usize>,
+    /// Each pending link, its id, and whether its canonical JSON was written (a row the
+    /// fast path could not read is not hashed and counts as a mismatch).
+    rows: Vec<(ChainLink, Uuid, bool)>,
+    /// The links hashed so far.
+    done: Vec<RowCheck>,
+}
+
+/// Links hashed together: many times the widest SIMD batch (16 lanes), and few enough that
+/// the buffers stay small (about 640 bytes a link).
+const HASHER_ROWS: usize = 512;
+
+impl LinkHasher {
+    /// A hasher for about `rows` links.
+    pub(crate) fn with_capacity(rows: usize) -> Self {
+        let pending = rows.min(HASHER_ROWS);
+        LinkHasher {
+            v2_bytes: Vec::with_capacity(pending * 640),
+            v2_ends: Vec::with_capacity(pending),
+            rows: Vec::with_capacity(pending),
+            done: Vec::with_capacity(rows),
+            ..LinkHasher::default()
+        }
+    }
+
+    /// Adds a link; `write` appends the row's canonical JSON to the buffer it is given and
+    /// says whether it could (on `false` whatever it wrote is discarded).
+    pub(crate) fn push(
+        &mut self,
+        link: ChainLink,
+        id: Uuid,
+        write: impl FnOnce(&mut Vec<u8>) -> bool,
+    ) {
+        let written = if link.version == ChainVersion::V1 {
+            let begin = self.v1_bytes.len();
+            self.v1_bytes.extend_from_slice(&link.prev_hash.0);
+            self.v1_bytes.extend_from_slice(&link.seq.to_be_bytes());
+            let written = write(&mut self.v1_bytes);
+            if written {
+                self.v1_ends.push(self.v1_bytes.len());
+            } else {
+                self.v1_bytes.truncate(begin);
+            }
+            written
+        } else {
+            let begin = self.v2_bytes.len();
+            let written = write(&mut self.v2_bytes);
+            if written {
+                self.v2_ends.push(self.v2_bytes.len());
+            } else {
+                self.v2_bytes.truncate(begin);
+            }
+            written
+        };
+        self.rows.push((link, id, written));
+        if self.rows.len() >= HASHER_ROWS {
+            self.hash_pending();
+        }
+    }
+
+    /// Each link, in the order pushed, and whether its bytes gave its hash.
+    pub(crate) fn finish(mut self) -> Vec<RowCheck> {
+        self.hash_pending();
+        self.done
+    }
+
+    /// Hashes the pending links into `done` and empties the buffers (keeping their memory).
+    fn hash_pending(&mut self) {
+        let v1_digests = hash_bodies(CHAIN_TAG, &self.v1_bytes, &self.v1_ends);
+        let contents = hash_bodies(CONTENT_TAG_V2, &self.v2_bytes, &self.v2_ends);
+        let mut steps = Vec::with_capacity(contents.len() * 72);
+        let mut step_ends = Vec::with_capacity(contents.len());
+        let v2_links = self
+            .rows
+            .iter()
+            .filter(|(link, _, written)| *written && link.version != ChainVersion::V1);
+        for ((link, _, _), content) in v2_links.zip(&contents) {
+            steps.extend_from_slice(&link.prev_hash.0);
+            steps.extend_from_slice(&link.seq.to_be_bytes());
+            steps.extend_from_slice(content);
+            step_ends.push(steps.len());
+        }
+        let v2_digests = hash_bodies(CHAIN_TAG_V2, &steps, &step_ends);
+        let (mut v1, mut v2) = (v1_digests.into_iter(), v2_digests.into_iter());
+        self.done
+            .extend(self.rows.drain(..).map(|(link, id, written)| {
+                let digest = match (written, link.version) {
+                    (false, _) => None,
+                    (true, ChainVersion::V1) => v1.next(),
+                    (true, ChainVersion::V2) => v2.next(),
+                };
+                RowCheck {
+                    link,
+                    id,
+                    matches: digest == Some(link.hash.0),
+                }
+            }));
+        self.v1_bytes.clear();
+        self.v1_ends.clear();
+        self.v2_bytes.clear();
+        self.v2_ends.clear();
+    }
+}
+
+/// [`AuditStore::chain_checks_after`] of a store that only offers
+/// [`AuditStore::chain_after`]: events in batches, each hashed on a blocking thread, two
+/// batches at a time (so on two cores while the next is read).
+pub(crate) fn check_events(events: crate::store::EventStream) -> CheckStream {
+    events
+        .try_chunks(HASH_BATCH)
+        .map_err(|TryChunksError(_, error)| error)
+        .map_ok(|events| async move {
+            tokio::task::spawn_blocking(move || checked_events(events))
+                .await
+                .map_err(|e| StoreError::Background(format!("hashing a batch failed: {e}")))?
+        })
+        .try_buffered(2)
+        .boxed()
+}
+
+/// Checks decoded events: [`hashes_match`], each mismatch kept with its event.
+fn checked_events(events: Vec<AuditEvent>) -> Result<Vec<CheckedLink>, StoreError> {
+    let matches = hashes_match(&events);
+    events
+        .into_iter()
+        .zip(matches)
+        .map(|(event, matches)| {
+            let Some(link) = event.chain else {
+                return Err(StoreError::CorruptRow(format!(
+                    "event {} was read without its chain link",
+                    event.id
+                )));
+            };
+            Ok(CheckedLink {
+                link,
+                id: event.id,
+                mismatch: (!matches).then(|| Box::new(event)),
+            })
+        })
+        .collect()
+}
 
 /// The first thing found wrong with a chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -297,35 +478,13 @@ pub async fn verify_chain_against(
         .collect();
 
     let mut expected = start;
-    let mut batches = store
-        .chain_after(start.seq)
-        .try_chunks(HASH_BATCH)
-        .map_err(|TryChunksError(_, error)| error);
-    // Batch n is hashed on a blocking thread while batch n + 1 is read.
-    let mut hashing: Option<JoinHandle<(Vec<AuditEvent>, Vec<bool>)>> = None;
-    loop {
-        let next = batches.try_next().await?;
-        if let Some(hashed) = hashing.take() {
-            let (events, matches) = hashed
-                .await
-                .map_err(|e| StoreError::Background(format!("hashing a batch failed: {e}")))?;
-            for (event, matches) in events.iter().zip(matches) {
-                if let Some(found) =
-                    check_link(&mut report, &mut expected, start, &vouched, event, matches)?
-                {
-                    report.broken = Some(found);
-                    return Ok(report);
-                }
+    let mut batches = store.chain_checks_after(start.seq);
+    while let Some(checks) = batches.try_next().await? {
+        for checked in &checks {
+            if let Some(found) = check_link(&mut report, &mut expected, start, &vouched, checked) {
+                report.broken = Some(found);
+                return Ok(report);
             }
-        }
-        match next {
-            Some(events) => {
-                hashing = Some(tokio::task::spawn_blocking(move || {
-                    let matches = hashes_match(&events);
-                    (events, matches)
-                }));
-            }
-            None => break,
         }
     }
     let anchored_through = checkpoints.iter().map(|c| c.seq).max().unwrap_or(0);
@@ -363,65 +522,59 @@ pub async fn verify_chain_against(
     Ok(report)
 }
 
-/// Checks one event against the one before it (`expected`), given whether its content matches
-/// its hash. Advances `expected` and the report past an intact event; returns what is broken.
+/// Checks one link against the one before it (`expected`). Advances `expected` and the
+/// report past an intact link; returns what is broken.
 fn check_link(
     report: &mut ChainReport,
     expected: &mut ChainHead,
     start: ChainHead,
     vouched: &[&Checkpoint],
-    event: &AuditEvent,
-    content_matches: bool,
-) -> Result<Option<ChainBreak>, StoreError> {
-    let Some(link) = event.chain else {
-        return Err(StoreError::CorruptRow(format!(
-            "event {} was read without its chain link",
-            event.id
-        )));
-    };
+    checked: &CheckedLink,
+) -> Option<ChainBreak> {
+    let link = checked.link;
     report.first_seq.get_or_insert(link.seq);
     if report.events_checked == 0 && start.seq == 0 && link.seq > 1 {
-        return Ok(Some(ChainBreak::UnvouchedStart {
+        return Some(ChainBreak::UnvouchedStart {
             first_seq: link.seq,
-        }));
+        });
     }
     if link.seq != expected.seq + 1 {
-        return Ok(Some(ChainBreak::MissingRows {
+        return Some(ChainBreak::MissingRows {
             after_seq: expected.seq,
             next_seq: link.seq,
-        }));
+        });
     }
-    if !content_matches {
+    if let Some(event) = &checked.mismatch {
         let lo = link.seq.saturating_sub(REORDER_WINDOW).max(1);
         let written_at = (lo..=link.seq + REORDER_WINDOW)
             .filter(|s| *s != link.seq)
             .find(|s| link.recompute_at(*s, event) == link.hash);
-        return Ok(Some(match written_at {
+        return Some(match written_at {
             Some(written_at) => ChainBreak::ReorderedRow {
                 seq: link.seq,
                 written_at,
-                id: event.id,
+                id: checked.id,
             },
             None => ChainBreak::ModifiedRow {
                 seq: link.seq,
-                id: event.id,
+                id: checked.id,
             },
-        }));
+        });
     }
     if link.prev_hash != expected.hash {
-        return Ok(Some(ChainBreak::BrokenLink {
+        return Some(ChainBreak::BrokenLink {
             seq: link.seq,
-            id: event.id,
-        }));
+            id: checked.id,
+        });
     }
     if let Some(checkpoint) = vouched
         .iter()
         .find(|c| c.seq == link.seq && c.head != link.hash)
     {
-        return Ok(Some(ChainBreak::CheckpointMismatch {
+        return Some(ChainBreak::CheckpointMismatch {
             seq: link.seq,
             checkpoint: checkpoint.kind,
-        }));
+        });
     }
     *expected = ChainHead {
         seq: link.seq,
@@ -429,7 +582,7 @@ fn check_link(
     };
     report.events_checked += 1;
     report.last_seq = Some(link.seq);
-    Ok(None)
+    None
 }
 
 /// Whether each event's content and position still give its stored hash.
@@ -443,55 +596,27 @@ fn check_link(
 ///
 /// Public as [`chain_hashes_match`] for receivers checking a copy of the chain.
 fn hashes_match(events: &[AuditEvent]) -> Vec<bool> {
-    // Version 1: every event's `prev_hash ‖ seq ‖ canonical JSON`, back to back in one buffer.
-    // Version 2: the canonical JSON (for the content digests), then `prev_hash ‖ seq ‖
-    // content digest` (for the chaining steps).
-    let mut v1_bytes = Vec::new();
-    let mut v1_ends = Vec::new();
-    let mut v2_bytes = Vec::with_capacity(events.len() * 640);
-    let mut v2_ends = Vec::new();
+    let mut hasher = LinkHasher::with_capacity(events.len());
+    let mut linked = Vec::with_capacity(events.len());
     for event in events {
-        match event.chain {
-            Some(link) if link.version == ChainVersion::V1 => {
-                v1_bytes.extend_from_slice(&link.prev_hash.0);
-                v1_bytes.extend_from_slice(&link.seq.to_be_bytes());
-                write_canonical_json(event, &mut v1_bytes);
-                v1_ends.push(v1_bytes.len());
-            }
-            Some(_) => {
-                write_canonical_json(event, &mut v2_bytes);
-                v2_ends.push(v2_bytes.len());
-            }
-            None => {}
+        if let Some(link) = event.chain {
+            hasher.push(link, event.id, |out| {
+                write_canonical_json(event, out);
+                true
+            });
+            linked.push(event);
         }
     }
-    let v1_digests = hash_bodies(CHAIN_TAG, &v1_bytes, &v1_ends);
-    let contents = hash_bodies(CONTENT_TAG_V2, &v2_bytes, &v2_ends);
-    let mut steps = Vec::with_capacity(contents.len() * 72);
-    let mut step_ends = Vec::with_capacity(contents.len());
-    let v2_links = events
-        .iter()
-        .filter_map(|event| event.chain.filter(|link| link.version != ChainVersion::V1));
-    for (link, content) in v2_links.zip(&contents) {
-        steps.extend_from_slice(&link.prev_hash.0);
-        steps.extend_from_slice(&link.seq.to_be_bytes());
-        steps.extend_from_slice(content);
-        step_ends.push(steps.len());
-    }
-    let v2_digests = hash_bodies(CHAIN_TAG_V2, &steps, &step_ends);
-    let (mut v1, mut v2) = (v1_digests.into_iter(), v2_digests.into_iter());
+    let mut checks = hasher.finish().into_iter().zip(linked);
     events
         .iter()
         .map(|event| {
-            let Some(link) = event.chain else {
+            if event.chain.is_none() {
                 return false;
-            };
-            let digest = if link.version == ChainVersion::V1 {
-                v1.next()
-            } else {
-                v2.next()
-            };
-            digest == Some(link.hash.0) || link.recompute(event) == link.hash
+            }
+            checks.next().is_some_and(|(check, event)| {
+                check.matches || check.link.recompute(event) == check.link.hash
+            })
         })
         .collect()
 }

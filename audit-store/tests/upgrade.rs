@@ -58,6 +58,26 @@ async fn everything(store: &dyn AuditStore) -> Vec<AuditEvent> {
     events
 }
 
+/// Verification's fast path (canonical JSON from the stored columns) gives exactly
+/// `canonical_json` of every event read back, version 1 and version 2 links alike.
+async fn fast_path_is_canonical(fast: Vec<Option<Vec<u8>>>, store: &dyn AuditStore) {
+    let stored = everything(store).await;
+    assert_eq!(fast.len(), stored.len());
+    assert!(
+        stored
+            .iter()
+            .any(|e| e.chain.unwrap().version == ChainVersion::V1)
+    );
+    assert!(
+        stored
+            .iter()
+            .any(|e| e.chain.unwrap().version == ChainVersion::V2)
+    );
+    for (event, fast) in stored.iter().zip(fast) {
+        assert_eq!(fast, Some(audit_store::canonical_json(event)));
+    }
+}
+
 /// What both backends check once the old rows are in.
 async fn upgrade_and_check(store: &dyn AuditStore, signer: &CheckpointSigner, old: &[AuditEvent]) {
     let key = signer.verifying_key();
@@ -231,6 +251,7 @@ async fn a_released_sqlite_database_is_upgraded_in_place() {
         .unwrap()
         .with_signer(signer.clone());
     upgrade_and_check(&store, &signer, &old).await;
+    fast_path_is_canonical(store.fast_canonical_rows(0, 10_000).await.unwrap(), &store).await;
 }
 
 #[tokio::test]
@@ -314,5 +335,6 @@ async fn a_released_postgres_database_is_upgraded_in_place() {
         .with_signer(signer.clone());
     store.migrate().await.unwrap();
     upgrade_and_check(&store, &signer, &old).await;
+    fast_path_is_canonical(store.fast_canonical_rows(0, 10_000).await.unwrap(), &store).await;
     testing::drop_postgres_schema(&store).await.unwrap();
 }

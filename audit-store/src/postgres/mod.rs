@@ -17,7 +17,9 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row, SqlSafeStr};
 use uuid::Uuid;
 
-use crate::chain::{ChainHash, ChainHead};
+use crate::chain::{
+    CanonicalAttributes, CanonicalFields, ChainHash, ChainHead, ChainLink, write_canonical_fields,
+};
 use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner, checkpoint_from_row};
 use crate::error::StoreError;
 use crate::event::{Attributes, AuditEvent};
@@ -29,6 +31,7 @@ use crate::reliability::{QuarantinedEvent, RecorderRun};
 use crate::sql::{self, Dialect, StoredRow};
 use crate::store::{self, AuditStore, Backend, EventStream};
 use crate::term_plan::{Plan, TermGroups, TermKind};
+use crate::verify::{CheckStream, LinkHasher, RowCheck};
 
 mod privileges;
 mod write;
@@ -328,6 +331,27 @@ impl PgDialect<'_> {
 }
 
 impl PostgresStore {
+    /// The canonical JSON verification's fast path writes from the stored columns of the
+    /// first `limit` rows after `after_seq`, in chain order (`None` where it would fall back
+    /// to decoding the event). For tests holding it to `canonical_json`; not a stable API.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub async fn fast_canonical_rows(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let mut qb = sql::select_chain(&self.dialect(), after_seq, None, limit);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let id: Uuid = row.try_get(3)?;
+                let mut out = Vec::new();
+                Ok(write_row_canonical(row, id, &mut out).then_some(out))
+            })
+            .collect()
+    }
+
     fn dialect(&self) -> PgDialect<'_> {
         PgDialect {
             events_table: &self.events_table,
@@ -389,6 +413,82 @@ fn decode(row: &PgRow) -> Result<AuditEvent, StoreError> {
     })
 }
 
+/// Each row's link and whether its content gives its hash, the canonical JSON written from
+/// values borrowed from the rows (only the attributes are decoded: PostgreSQL's JSONB text
+/// is not the canonical form). A row whose values do not fit counts as a mismatch; the
+/// caller decodes it in full, which names the fault.
+///
+/// Rows are taken as they arrive, so the server sends the rest of a chunk while the first
+/// rows are hashed, and a chunk's raw rows are never all in memory at once.
+async fn check_rows(
+    mut rows: futures_util::stream::BoxStream<'_, Result<PgRow, sqlx::Error>>,
+    limit: usize,
+) -> Result<Vec<RowCheck>, StoreError> {
+    let mut hasher = LinkHasher::with_capacity(limit);
+    while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows).await? {
+        check_row(&mut hasher, &row)?;
+    }
+    Ok(hasher.finish())
+}
+
+/// Pushes one row's link and canonical JSON into `hasher`.
+fn check_row(hasher: &mut LinkHasher, row: &PgRow) -> Result<(), StoreError> {
+    let seq: i64 = row.try_get(0)?;
+    let prev_hash: &[u8] = row.try_get(1)?;
+    let hash: &[u8] = row.try_get(2)?;
+    let version: i16 = row.try_get(24)?;
+    let link = ChainLink::from_stored(seq, prev_hash, hash, i64::from(version))?;
+    let id: Uuid = row.try_get(3)?;
+    hasher.push(link, id, |out| write_row_canonical(row, id, out));
+    Ok(())
+}
+
+/// Appends the row's canonical JSON, written from its column values, to `out`; `false` (and
+/// nothing written) when a value does not fit.
+fn write_row_canonical(row: &PgRow, id: Uuid, out: &mut Vec<u8>) -> bool {
+    let Ok(Json(attributes)) = row.try_get::<Json<Attributes>, _>(23) else {
+        return false;
+    };
+    let Some(fields) = row_fields(row, id, &attributes) else {
+        return false;
+    };
+    write_canonical_fields(&fields, out);
+    true
+}
+
+/// The canonical JSON's fields borrowed from a row, with its decoded `attributes`.
+fn row_fields<'a>(
+    row: &'a PgRow,
+    id: Uuid,
+    attributes: &'a Attributes,
+) -> Option<CanonicalFields<'a>> {
+    let occurred_at: DateTime<Utc> = row.try_get(4).ok()?;
+    let status: i32 = row.try_get(19).ok()?;
+    Some(CanonicalFields {
+        action: row.try_get(11).ok()?,
+        actor_email: row.try_get(8).ok()?,
+        actor_id: row.try_get(7).ok()?,
+        actor_name: row.try_get(9).ok()?,
+        attributes: CanonicalAttributes::Map(attributes),
+        category: row.try_get(10).ok()?,
+        client_ip: row.try_get(21).ok()?,
+        duration_ms: row.try_get(20).ok()?,
+        id,
+        method: row.try_get(16).ok()?,
+        occurred_at,
+        outcome: row.try_get(12).ok()?,
+        path: row.try_get(18).ok()?,
+        reason: row.try_get(13).ok()?,
+        request_id: row.try_get(6).ok()?,
+        resource_id: row.try_get(14).ok()?,
+        resource_name: row.try_get(15).ok()?,
+        route: row.try_get(17).ok()?,
+        status: u16::try_from(status).ok()?,
+        tenant: row.try_get(5).ok()?,
+        user_agent: row.try_get(22).ok()?,
+    })
+}
+
 #[async_trait]
 impl Backend for PostgresStore {
     async fn fetch_after(
@@ -409,6 +509,16 @@ impl Backend for PostgresStore {
             qb.build().fetch_all(&self.pool).await?
         };
         rows.iter().map(decode).collect()
+    }
+
+    async fn fetch_chain_checks(
+        &self,
+        after_seq: u64,
+        through: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<RowCheck>, StoreError> {
+        let mut qb = sql::select_chain(&self.dialect(), after_seq, through, limit);
+        check_rows(qb.build().fetch(&self.pool), limit).await
     }
 
     async fn count_rows(
@@ -572,6 +682,10 @@ impl AuditStore for PostgresStore {
 
     fn chain_after(&self, after_seq: u64) -> EventStream {
         store::chain_stream(self.clone(), after_seq)
+    }
+
+    fn chain_checks_after(&self, after_seq: u64) -> CheckStream {
+        store::chain_check_stream(self.clone(), after_seq)
     }
 
     async fn checkpoint(&self, kind: CheckpointKind) -> Result<Option<Checkpoint>, StoreError> {

@@ -19,10 +19,13 @@ use rusqlite::{Connection, OpenFlags, Row};
 use uuid::Uuid;
 
 use super::append::Location;
-use crate::chain::ChainHash;
+use crate::chain::{
+    CanonicalAttributes, CanonicalFields, ChainHash, ChainLink, write_canonical_fields,
+};
 use crate::error::StoreError;
 use crate::event::AuditEvent;
 use crate::sql::{self, StoredRow};
+use crate::verify::{LinkHasher, RowCheck};
 
 /// Idle connections kept for the next read; more readers than this open their own.
 const IDLE_CONNECTIONS: usize = 4;
@@ -38,7 +41,18 @@ struct Connections {
     location: Location,
     busy_timeout: Duration,
     idle: Mutex<Vec<Connection>>,
+    /// Connections for verification's chain walks, which read every page once: no memory
+    /// map (mapped pages of a file count in the process's resident set, up to the map's
+    /// 256 MiB per connection, however large the log) and a small page cache, so
+    /// verification's memory stays flat whatever the size of the log.
+    idle_walkers: Mutex<Vec<Connection>>,
 }
+
+/// The settings of a connection reading pages many times (pages, exports).
+const READER_PRAGMAS: &str = "PRAGMA cache_size = -16384; PRAGMA mmap_size = 268435456;";
+
+/// The settings of a connection reading every page once (verification's chain walks).
+const WALKER_PRAGMAS: &str = "PRAGMA cache_size = -2048; PRAGMA mmap_size = 0;";
 
 impl BulkReader {
     /// A reader of the database at `location` (opened on first use).
@@ -48,6 +62,7 @@ impl BulkReader {
                 location,
                 busy_timeout,
                 idle: Mutex::new(Vec::new()),
+                idle_walkers: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -59,31 +74,74 @@ impl BulkReader {
         binds: Vec<Value>,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let connections = self.inner.clone();
-        tokio::task::spawn_blocking(move || connections.read(&sql, binds))
-            .await
-            .map_err(|e| StoreError::Background(format!("a SQLite read failed to finish: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            connections.read(&sql, binds, READER_PRAGMAS, read_events)
+        })
+        .await
+        .map_err(|e| StoreError::Background(format!("a SQLite read failed to finish: {e}")))?
+    }
+
+    /// Runs `sql` (selecting `sql::ROW_COLUMNS` in chain order) with `binds` and hashes every
+    /// row from its column values ([`check_rows`]), on the same blocking thread.
+    /// [`canonical_rows`] of `sql`.
+    #[cfg(feature = "testing")]
+    pub(super) async fn canonical(
+        &self,
+        sql: String,
+        binds: Vec<Value>,
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let connections = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            connections.read(&sql, binds, WALKER_PRAGMAS, canonical_rows)
+        })
+        .await
+        .map_err(|e| StoreError::Background(format!("a SQLite read failed to finish: {e}")))?
+    }
+
+    pub(super) async fn checks(
+        &self,
+        sql: String,
+        binds: Vec<Value>,
+    ) -> Result<Vec<RowCheck>, StoreError> {
+        let connections = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            connections.read(&sql, binds, WALKER_PRAGMAS, check_rows)
+        })
+        .await
+        .map_err(|e| StoreError::Background(format!("a SQLite read failed to finish: {e}")))?
     }
 }
 
 impl Connections {
-    fn read(&self, sql: &str, binds: Vec<Value>) -> Result<Vec<AuditEvent>, StoreError> {
-        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+    fn read<T>(
+        &self,
+        sql: &str,
+        binds: Vec<Value>,
+        pragmas: &'static str,
+        rows: fn(&Connection, &str, Vec<Value>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pool = if pragmas == WALKER_PRAGMAS {
+            &self.idle_walkers
+        } else {
+            &self.idle
+        };
+        let idle = pool.lock().ok().and_then(|mut idle| idle.pop());
         let connection = match idle {
             Some(connection) => connection,
-            None => self.open()?,
+            None => self.open(pragmas)?,
         };
         // A connection that failed is dropped, not reused.
-        let events = read_events(&connection, sql, binds)?;
-        if let Ok(mut idle) = self.idle.lock()
+        let read = rows(&connection, sql, binds)?;
+        if let Ok(mut idle) = pool.lock()
             && idle.len() < IDLE_CONNECTIONS
         {
             idle.push(connection);
         }
-        Ok(events)
+        Ok(read)
     }
 
-    /// A read-only connection with the store's busy timeout and cache settings.
-    fn open(&self) -> Result<Connection, StoreError> {
+    /// A read-only connection with the store's busy timeout and `pragmas`.
+    fn open(&self, pragmas: &str) -> Result<Connection, StoreError> {
         let connection = self
             .location
             .open(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
@@ -91,9 +149,7 @@ impl Connections {
         connection
             .busy_timeout(self.busy_timeout)
             .map_err(read_error)?;
-        connection
-            .execute_batch("PRAGMA cache_size = -16384; PRAGMA mmap_size = 268435456;")
-            .map_err(read_error)?;
+        connection.execute_batch(pragmas).map_err(read_error)?;
         Ok(connection)
     }
 }
@@ -116,6 +172,124 @@ fn read_events(
         events.push(sql::event_from(stored_row(row)?)?);
     }
     Ok(events)
+}
+
+/// Each row's link and whether its content gives its hash, hashed from the column values
+/// as SQLite hands them over: the canonical JSON is written from borrowed text
+/// ([`row_fields`]), so no event, string or attributes map is built per row.
+///
+/// The attributes are taken as their stored text, which the store writes in canonical form.
+/// That is sound only for a *match*: when the bytes written here give the stored hash, they
+/// are the canonical JSON that was hashed at append time (SHA-256 admits no other), and the
+/// attributes text, a complete JSON object at a fixed place between fixed keys, is then
+/// exactly the canonical form of the decoded attributes, so the decoded event gives the same
+/// hash. Text that is not canonical (written by other means) gives a mismatch, which the
+/// caller decides on the decoded event ([`crate::store::chain_check_stream`]); so does a row
+/// this path cannot read, whose decoding then reports what is wrong with it.
+fn check_rows(
+    connection: &Connection,
+    sql: &str,
+    binds: Vec<Value>,
+) -> Result<Vec<RowCheck>, StoreError> {
+    let mut statement = connection.prepare(sql).map_err(read_error)?;
+    let mut rows = statement
+        .query(rusqlite::params_from_iter(binds))
+        .map_err(read_error)?;
+    let mut hasher = LinkHasher::with_capacity(5000);
+    while let Some(row) = rows.next().map_err(read_error)? {
+        let seq = Column::new(row, 0, "seq").integer()?;
+        let column = |index: usize, name: &'static str| Column::new(row, index, name).of_seq(seq);
+        let link = ChainLink::from_stored(
+            seq,
+            column(1, "prev_hash").blob()?,
+            column(2, "hash").blob()?,
+            column(24, "chain_version").integer()?,
+        )?;
+        let id = column(3, "id").uuid()?;
+        hasher.push(link, id, |out| write_row_canonical(row, seq, id, out));
+    }
+    Ok(hasher.finish())
+}
+
+/// Appends the row's canonical JSON, written from its column values, to `out`; `false` (and
+/// nothing written) when a value does not fit.
+fn write_row_canonical(row: &Row<'_>, seq: i64, id: Uuid, out: &mut Vec<u8>) -> bool {
+    match row_fields(row, seq, id) {
+        Some(fields) => {
+            write_canonical_fields(&fields, out);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The fast path's canonical JSON of each row (`None` where it falls back), for the test
+/// holding it byte-identical to the decoded events' canonical JSON.
+#[cfg(feature = "testing")]
+pub(super) fn canonical_rows(
+    connection: &Connection,
+    sql: &str,
+    binds: Vec<Value>,
+) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+    let mut statement = connection.prepare(sql).map_err(read_error)?;
+    let mut rows = statement
+        .query(rusqlite::params_from_iter(binds))
+        .map_err(read_error)?;
+    let mut canonical = Vec::new();
+    while let Some(row) = rows.next().map_err(read_error)? {
+        let seq = Column::new(row, 0, "seq").integer()?;
+        let id = Column::new(row, 3, "id").of_seq(seq).uuid()?;
+        let mut out = Vec::new();
+        canonical.push(write_row_canonical(row, seq, id, &mut out).then_some(out));
+    }
+    Ok(canonical)
+}
+
+/// The canonical JSON's fields borrowed from a row; `None` when a value does not fit (the
+/// row is then decoded in full, which names the fault).
+fn row_fields<'r>(row: &'r Row<'_>, seq: i64, id: Uuid) -> Option<CanonicalFields<'r>> {
+    let text = |index: usize| -> Option<Option<&'r str>> {
+        match row.get_ref(index).ok()? {
+            ValueRef::Null => Some(None),
+            ValueRef::Text(bytes) => std::str::from_utf8(bytes).ok().map(Some),
+            _ => None,
+        }
+    };
+    let required = |index: usize| text(index).flatten();
+    let column = |index: usize, name: &'static str| Column::new(row, index, name).of_seq(seq);
+    let attributes = required(23)?;
+    // A complete JSON object (checked without building it): the soundness argument of
+    // `check_rows` needs the text to end where an object ends.
+    if !attributes.starts_with('{')
+        || serde_json::from_str::<serde::de::IgnoredAny>(attributes).is_err()
+    {
+        return None;
+    }
+    Some(CanonicalFields {
+        action: required(11)?,
+        actor_email: text(8)?,
+        actor_id: text(7)?,
+        actor_name: text(9)?,
+        attributes: CanonicalAttributes::Text(attributes),
+        category: required(10)?,
+        client_ip: text(21)?,
+        duration_ms: column(20, "duration_ms").real().ok()?,
+        id,
+        method: required(16)?,
+        occurred_at: chrono::DateTime::from_timestamp_micros(
+            column(4, "occurred_at").integer().ok()?,
+        )?,
+        outcome: required(12)?,
+        path: required(18)?,
+        reason: text(13)?,
+        request_id: required(6)?,
+        resource_id: text(14)?,
+        resource_name: text(15)?,
+        route: required(17)?,
+        status: u16::try_from(column(19, "status").integer().ok()?).ok()?,
+        tenant: text(5)?,
+        user_agent: text(22)?,
+    })
 }
 
 /// One row of `sql::ROW_COLUMNS`. A value of the wrong type (changed behind the store's back)

@@ -40,6 +40,7 @@ use crate::reliability::{QuarantinedEvent, RecorderRun};
 use crate::sql::{self, Dialect};
 use crate::store::{self, AuditStore, Backend, EventStream};
 use crate::term_plan::{Plan, TermGroups};
+use crate::verify::{CheckStream, RowCheck};
 
 use append::{Appender, Location};
 use bulk_read::BulkReader;
@@ -242,6 +243,24 @@ impl SqliteStore {
         let qb = build(&dialect);
         own.bulk
             .events(qb.into_string(), dialect.take_binds())
+            .await
+    }
+
+    /// The canonical JSON verification's fast path writes from the stored columns of the
+    /// first `limit` rows after `after_seq`, in chain order (`None` where it would fall back
+    /// to decoding the event). For tests holding it to `canonical_json`; not a stable API.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub async fn fast_canonical_rows(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let own = self.own().await?;
+        let dialect = SqliteDialect::default();
+        let qb = sql::select_chain(&dialect, after_seq, None, limit);
+        own.bulk
+            .canonical(qb.into_string(), dialect.take_binds())
             .await
     }
 
@@ -486,6 +505,20 @@ impl Backend for SqliteStore {
             .await
     }
 
+    async fn fetch_chain_checks(
+        &self,
+        after_seq: u64,
+        through: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<RowCheck>, StoreError> {
+        let own = self.own().await?;
+        let dialect = SqliteDialect::default();
+        let qb = sql::select_chain(&dialect, after_seq, through, limit);
+        own.bulk
+            .checks(qb.into_string(), dialect.take_binds())
+            .await
+    }
+
     async fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let mut conn = self.writer.acquire().await?;
         insert_checkpoint(&mut conn, checkpoint).await
@@ -612,6 +645,10 @@ impl AuditStore for SqliteStore {
 
     fn chain_after(&self, after_seq: u64) -> EventStream {
         store::chain_stream(self.clone(), after_seq)
+    }
+
+    fn chain_checks_after(&self, after_seq: u64) -> CheckStream {
+        store::chain_check_stream(self.clone(), after_seq)
     }
 
     async fn checkpoint(&self, kind: CheckpointKind) -> Result<Option<Checkpoint>, StoreError> {

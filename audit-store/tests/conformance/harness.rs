@@ -130,6 +130,16 @@ impl Harness {
         matches!(self.backend, Backend::Postgres { .. })
     }
 
+    /// The canonical JSON verification's fast path writes from each stored row, in chain
+    /// order (`None` where it falls back to decoding the event).
+    pub async fn fast_canonical_rows(&self) -> Vec<Option<Vec<u8>>> {
+        match &self.backend {
+            Backend::Sqlite { store, .. } => store.fast_canonical_rows(0, 100_000).await,
+            Backend::Postgres { store } => store.fast_canonical_rows(0, 100_000).await,
+        }
+        .expect("fast path rows")
+    }
+
     pub async fn cleanup(self) {
         if let Backend::Postgres { store } = &self.backend {
             testing::drop_postgres_schema(store)

@@ -36,6 +36,7 @@ macro_rules! all_backends {
 all_backends!(
     round_trip_every_field,
     empty_batch_is_a_no_op,
+    fast_verification_path_writes_the_canonical_json,
     nul_characters_are_stored_as_replacement_characters,
     overlong_indexed_values_are_cut_not_refused,
     every_filter_alone,
@@ -64,6 +65,7 @@ all_backends!(
     two_stores_share_one_database,
     clean_chain_verifies,
     modified_row_is_detected,
+    attributes_in_another_json_form_verify_and_changed_ones_do_not,
     deleted_middle_row_is_detected,
     deleted_newest_rows_are_detected,
     swapped_rows_are_detected,

@@ -96,6 +96,74 @@ pub async fn round_trip_every_field(h: &Harness) {
     assert_eq!(minimal.status, 0);
 }
 
+/// Verification hashes rows from their columns without building events (the fast path);
+/// its bytes must be exactly `canonical_json` of the event read back, for every kind of value.
+pub async fn fast_verification_path_writes_the_canonical_json(h: &Harness) {
+    let long = "ℓ".repeat(5_000);
+    let mut events = vec![
+        AuditEvent::builder("Dataset Rule ✓", Action::custom("change_model").unwrap())
+            .occurred_at(Utc.timestamp_micros(1_767_225_600_123_456).unwrap())
+            .http(HttpFacts::new(
+                "PATCH",
+                "/api/plans/{id}",
+                "/api/plans/%E2%9C%93",
+                599,
+            ))
+            .tenant("ácme")
+            .request_id("r".repeat(128))
+            .actor_id("id-😀")
+            .actor_email("Zoë@Example.test")
+            .actor_name("")
+            .denied("blocked: \"quotes\", \\ and\nnewlines\t\u{1}\u{7f}</script>")
+            .resource("", long.clone())
+            .duration_ms(0.1 + 0.2)
+            .client_ip("2001:db8::1")
+            .user_agent(long)
+            .attribute(
+                "changes",
+                json!({"name": ["a", "b"], "n": [null, 3.5, 1e300]}),
+            )
+            .attribute(
+                "nested",
+                json!({"z": [1, {"y": "😀", "x": true}], "a": {}, "é": "\"\\"}),
+            )
+            .attribute("big", json!([u64::MAX, i64::MIN, 0.000_001, 12]))
+            .attribute("", "")
+            .build(),
+        AuditEvent::builder("", Action::Create)
+            .occurred_at(Utc.timestamp_micros(1).unwrap())
+            .internal("")
+            .duration_ms(1e-7)
+            .build(),
+        // NUL becomes U+FFFD in text and in attributes, keys included.
+        AuditEvent::builder("Mo\0del", Action::Delete)
+            .http(HttpFacts::new("POST", "/api/models", "/api/models\0", 201))
+            .resource_name("nul\0name")
+            .attribute("k\0", json!({"v": ["\0"]}))
+            .duration_ms(3.0)
+            .build(),
+    ];
+    events.extend(varied_events(13, 200));
+    h.store.append(&events).await.unwrap();
+    let stored: Vec<AuditEvent> = h.store.chain_after(0).try_collect().await.unwrap();
+    let fast = h.fast_canonical_rows().await;
+    assert_eq!(fast.len(), stored.len());
+    for (event, fast) in stored.iter().zip(fast) {
+        let expected = audit_store::canonical_json(event);
+        assert_eq!(
+            fast.as_deref().map(String::from_utf8_lossy),
+            Some(String::from_utf8_lossy(&expected)),
+            "seq {:?}",
+            event.chain.map(|link| link.seq)
+        );
+    }
+    let report = verify_chain(&*h.store, &signer().verifying_key())
+        .await
+        .unwrap();
+    assert!(report.is_intact(), "{:?}", report.broken);
+    assert_eq!(report.events_checked, stored.len() as u64);
+}
+
 pub async fn nul_characters_are_stored_as_replacement_characters(h: &Harness) {
     let event = AuditEvent::builder("Mo\0del", Action::Create)
         .http(HttpFacts::new("POST", "/api/models", "/api/models\0", 201))
@@ -1035,6 +1103,37 @@ pub async fn modified_row_is_detected(h: &Harness) {
         "{broken}"
     );
     assert!(broken.to_string().contains("seq 5"), "{broken}");
+}
+
+/// Attributes rewritten in another JSON form (white space, key order) are the same event:
+/// the fast path's bytes no longer give the hash, and the decoded event decides (intact).
+/// A changed value in the attributes is a modified row.
+pub async fn attributes_in_another_json_form_verify_and_changed_ones_do_not(h: &Harness) {
+    let store = chained_log(h).await;
+    h.disable_append_only_guards().await;
+    let stored: Vec<AuditEvent> = store.chain_after(4).try_collect().await.unwrap();
+    let mut attributes: Vec<_> = stored[0].attributes.iter().collect();
+    attributes.reverse();
+    let reordered: Vec<String> = attributes
+        .iter()
+        .map(|(key, value)| format!("{} : {}", json!(key), value))
+        .collect();
+    let text = format!("{{ {} }}", reordered.join(" ,\n "));
+    assert!(!text.contains('\''));
+    h.raw(&format!(
+        "UPDATE {{events}} SET attributes = '{text}' WHERE seq = 5"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(verdict(&*store).await, None);
+    h.raw("UPDATE {events} SET attributes = '{\"n\": 1}' WHERE seq = 6")
+        .await
+        .unwrap();
+    let broken = verdict(&*store).await.unwrap();
+    assert!(
+        matches!(broken, ChainBreak::ModifiedRow { seq: 6, .. }),
+        "{broken}"
+    );
 }
 
 pub async fn deleted_middle_row_is_detected(h: &Harness) {
