@@ -25,98 +25,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use audit_store::{
-    Action, AuditEvent, AuditStore, EventFilter, HttpFacts, Limit, Outcome, PageRequest,
-    PostgresStore, SqliteStore, TenantScope, content_digests, testing,
+    AuditEvent, AuditStore, EventFilter, Limit, PageRequest, PostgresStore, SqliteStore,
+    TenantScope, content_digests, testing,
 };
 use chrono::{DateTime, Utc};
 
-const CATEGORIES: [&str; 7] = [
-    "Dataset Rule",
-    "Field",
-    "Marketing Touchpoint",
-    "Conversion",
-    "Model",
-    "Plan",
-    "Data Harmonization",
-];
-const ACTIONS: [Action; 6] = [
-    Action::Create,
-    Action::Update,
-    Action::Delete,
-    Action::Train,
-    Action::Clone,
-    Action::Rescore,
-];
-const USERS: u64 = 300;
-/// 90 days.
-const SPAN_MICROS: i64 = 7_776_000_000_000;
-
-struct Generator {
-    state: u64,
-    resources: u64,
-}
-
-impl Generator {
-    fn new(seed: u64, total: usize) -> Self {
-        Generator {
-            state: seed.max(1),
-            resources: (total as u64 / 100).max(100),
-        }
-    }
-
-    fn next(&mut self) -> u64 {
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        self.state
-    }
-
-    /// Event `n` of a log of `total` ending at `end`, in time order.
-    fn event(&mut self, n: usize, total: usize, end: DateTime<Utc>) -> AuditEvent {
-        let r = self.next();
-        let tenant = if r.is_multiple_of(3) {
-            "globex"
-        } else {
-            "acme"
-        };
-        let rare = r % 10_000 == 7;
-        let user = if rare {
-            "rare-auditor".to_owned()
-        } else {
-            format!("user-{}", (r >> 4) % USERS)
-        };
-        let category = CATEGORIES[(r >> 12) as usize % CATEGORIES.len()];
-        let action = ACTIONS[(r >> 20) as usize % ACTIONS.len()].clone();
-        let resource = (r >> 28) % self.resources;
-        let at = end
-            - chrono::Duration::microseconds(SPAN_MICROS - SPAN_MICROS * n as i64 / total as i64);
-        let detail_len = 60 + (r >> 40) as usize % 200;
-        let denied = r.is_multiple_of(23);
-        AuditEvent::builder(category, action)
-            .occurred_at(at)
-            .http(HttpFacts::new(
-                "PUT",
-                "/api/models/{id}",
-                format!("/api/models/{resource}"),
-                if denied { 403 } else { 200 },
-            ))
-            .outcome(if denied { Outcome::Deny } else { Outcome::Allow })
-            .tenant(tenant)
-            .request_id(format!("{:032x}", u128::from(self.next()) << 64 | u128::from(r)))
-            .actor_id(user.clone())
-            .actor_email(format!("{user}@{tenant}.test"))
-            .actor_name(format!("User {user}"))
-            .resource(resource.to_string(), format!("{category} {resource}"))
-            .client_ip("10.1.2.3")
-            .user_agent("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0")
-            .duration_ms(2.5 + (r % 100) as f64 / 10.0)
-            .attribute(
-                "changes",
-                serde_json::json!({"name": ["x".repeat(detail_len / 2), "y".repeat(detail_len / 2)]}),
-            )
-            .build()
-    }
-}
+#[path = "common/realistic_events.rs"]
+mod realistic_events;
+use realistic_events::Generator;
 
 /// The events `from..to` of a log of `total`.
 fn events(

@@ -17,85 +17,14 @@
 use std::time::Instant;
 
 use audit_store::{
-    Action, AuditEvent, AuditStore, CheckpointKind, CheckpointSigner, HttpFacts, Outcome,
-    PostgresStore, SqliteStore, verify_chain,
+    AuditEvent, AuditStore, CheckpointKind, CheckpointSigner, PostgresStore, SqliteStore,
+    verify_chain,
 };
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
-const CATEGORIES: [&str; 7] = ["Model", "Dataset", "Plan", "User", "Team", "Billing", "Job"];
-const USERS: u64 = 300;
-/// 90 days.
-const SPAN_MICROS: i64 = 7_776_000_000_000;
-
-/// The generator of `benches/write_path.rs` (xorshift; 300 users, one resource per 100
-/// events, attributes of 100–300 bytes, two tenants, time order), with some non-ASCII text.
-struct Generator {
-    state: u64,
-    resources: u64,
-}
-
-impl Generator {
-    fn new(seed: u64, total: usize) -> Self {
-        Generator {
-            state: seed.max(1),
-            resources: (total as u64 / 100).max(100),
-        }
-    }
-
-    fn next(&mut self) -> u64 {
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        self.state
-    }
-
-    fn event(&mut self, n: usize, total: usize, end: DateTime<Utc>) -> AuditEvent {
-        let r = self.next();
-        let tenant = if r.is_multiple_of(3) {
-            "globex"
-        } else {
-            "acme"
-        };
-        let user = format!("user-{}", (r >> 4) % USERS);
-        let category = CATEGORIES[(r >> 12) as usize % CATEGORIES.len()];
-        let actions = [
-            Action::Create,
-            Action::Update,
-            Action::Delete,
-            Action::Train,
-        ];
-        let action = actions[(r >> 20) as usize % actions.len()].clone();
-        let resource = (r >> 28) % self.resources;
-        let at = end
-            - chrono::Duration::microseconds(SPAN_MICROS - SPAN_MICROS * n as i64 / total as i64);
-        let detail_len = 60 + (r >> 40) as usize % 200;
-        let denied = r.is_multiple_of(23);
-        AuditEvent::builder(category, action)
-            .occurred_at(at)
-            .http(HttpFacts::new(
-                "PUT",
-                "/api/models/{id}",
-                format!("/api/models/{resource}"),
-                if denied { 403 } else { 200 },
-            ))
-            .outcome(if denied { Outcome::Deny } else { Outcome::Allow })
-            .tenant(tenant)
-            .request_id(format!("{:032x}", u128::from(self.next()) << 64 | u128::from(r)))
-            .actor_id(user.clone())
-            .actor_email(format!("{user}@{tenant}.test"))
-            .actor_name(format!("Usér {user}"))
-            .resource(resource.to_string(), format!("{category} {resource} ✓"))
-            .client_ip("10.1.2.3")
-            .user_agent("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0")
-            .duration_ms(2.5 + (r % 100) as f64 / 10.0)
-            .attribute(
-                "changes",
-                serde_json::json!({"name": ["x".repeat(detail_len / 2), "y".repeat(detail_len / 2)]}),
-            )
-            .attribute("count", r % 1000)
-            .build()
-    }
-}
+#[path = "../benches/common/realistic_events.rs"]
+mod realistic_events;
+use realistic_events::Generator;
 
 /// Appends events until the store holds `total`, in batches of 1,000, then signs a
 /// checkpoint (so `audit verify` has an anchor).
@@ -106,7 +35,7 @@ async fn seed(store: &dyn AuditStore, total: usize) -> Result<(), Box<dyn std::e
     }
     eprintln!("seeding {} events", total - stored);
     let started = Instant::now();
-    let mut generator = Generator::new(42 + stored as u64, total);
+    let mut generator = Generator::new(42 + stored as u64, total).with_non_ascii();
     let end = Utc::now();
     for from in (stored..total).step_by(1000) {
         let to = (from + 1000).min(total);
