@@ -331,13 +331,24 @@ fn digests_into(events: &[AuditEvent], digests: &mut [[u8; 32]]) {
         write_canonical_json(event, &mut bytes);
         ends.push(bytes.len());
     }
-    let mut bodies = Vec::with_capacity(events.len());
+    hash_bodies_into(CONTENT_TAG_V2, &bytes, &ends, digests);
+}
+
+/// SHA-256 of `prefix ‖ body` into `digests` for each body of `bytes` (the bodies end at
+/// `ends`, as many as `digests`), side by side in SIMD lanes (multi-buffer SHA-256).
+pub(crate) fn hash_bodies_into(
+    prefix: &[u8],
+    bytes: &[u8],
+    ends: &[usize],
+    digests: &mut [[u8; 32]],
+) {
+    let mut bodies = Vec::with_capacity(ends.len());
     let mut begin = 0;
-    for end in &ends {
+    for end in ends {
         bodies.push(&bytes[begin..*end]);
         begin = *end;
     }
-    tape_sha256::hash_many_prefixed(CONTENT_TAG_V2, &bodies, digests);
+    tape_sha256::hash_many_prefixed(prefix, &bodies, digests);
 }
 
 /// The version 2 chaining step: the hash of the event at `seq`, after `prev`, whose content

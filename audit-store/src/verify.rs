@@ -623,14 +623,8 @@ fn hashes_match(events: &[AuditEvent]) -> Vec<bool> {
 
 /// SHA-256 of `prefix ‖ body` for each body of `bytes` (ending at `ends`), side by side.
 fn hash_bodies(prefix: &[u8], bytes: &[u8], ends: &[usize]) -> Vec<[u8; 32]> {
-    let mut bodies = Vec::with_capacity(ends.len());
-    let mut begin = 0;
-    for end in ends {
-        bodies.push(&bytes[begin..*end]);
-        begin = *end;
-    }
     let mut digests = vec![[0_u8; 32]; ends.len()];
-    tape_sha256::hash_many_prefixed(prefix, &bodies, &mut digests);
+    crate::chain::hash_bodies_into(prefix, bytes, ends, &mut digests);
     digests
 }
 
