@@ -92,36 +92,13 @@ pub(super) fn encode(events: &[AuditEvent], written: &Mutex<Written>) -> Encoded
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .new_values(events);
-    let push = |text: &mut String, value: Option<&str>| match value {
-        None => Span::NULL,
-        Some(value) => {
-            let start = text.len() as u32;
-            text.push_str(value);
-            Span {
-                start,
-                end: text.len() as u32,
-            }
-        }
-    };
     for event in events {
         let filterable = Filterable::of(event);
-        let attributes = {
-            let start = text.len() as u32;
-            // Serialising a map of JSON values into a String cannot fail.
-            let _ = serde_json::to_writer(StringWriter(&mut text), &event.attributes);
-            Span {
-                start,
-                end: text.len() as u32,
-            }
-        };
-        let terms = {
-            let start = text.len() as u32;
-            filterable.push_terms(&mut text);
-            Span {
-                start,
-                end: text.len() as u32,
-            }
-        };
+        // Serialising a map of JSON values into a String cannot fail.
+        let attributes = span_of(&mut text, |text| {
+            let _ = serde_json::to_writer(StringWriter(text), &event.attributes);
+        });
+        let terms = span_of(&mut text, |text| filterable.push_terms(text));
         let fields = [
             event.tenant.as_deref(),
             Some(event.request_id.as_str()),
@@ -142,7 +119,9 @@ pub(super) fn encode(events: &[AuditEvent], written: &Mutex<Written>) -> Encoded
         ];
         let mut spans = [Span::NULL; TEXT_COLUMNS];
         for (slot, value) in spans.iter_mut().zip(fields) {
-            *slot = push(&mut text, value);
+            if let Some(value) = value {
+                *slot = span_of(&mut text, |text| text.push_str(value));
+            }
         }
         spans[16] = attributes;
         spans[17] = terms;
@@ -159,6 +138,16 @@ pub(super) fn encode(events: &[AuditEvent], written: &Mutex<Written>) -> Encoded
         rows,
         digests: content_digests(events),
         new,
+    }
+}
+
+/// Where in `text` what `write` appends lands.
+fn span_of(text: &mut String, write: impl FnOnce(&mut String)) -> Span {
+    let start = text.len() as u32;
+    write(text);
+    Span {
+        start,
+        end: text.len() as u32,
     }
 }
 
