@@ -529,23 +529,13 @@ impl Backend for PostgresStore {
         limit: u64,
     ) -> Result<u64, StoreError> {
         let mut qb = sql::select_count(&self.dialect(), plan, filter, scope, limit);
-        let count: i64 = if matches!(plan, Plan::Candidates(_)) {
-            let mut tx = self.candidates_transaction().await?;
-            let count = qb.build_query_scalar().fetch_one(&mut *tx).await?;
-            tx.commit().await?;
-            count
-        } else {
-            qb.build_query_scalar().fetch_one(&self.pool).await?
-        };
-        Ok(count.unsigned_abs())
+        self.fetch_count(&mut qb, matches!(plan, Plan::Candidates(_)))
+            .await
     }
 
     async fn candidate_count(&self, groups: &TermGroups, limit: u64) -> Result<u64, StoreError> {
         let mut qb = sql::select_candidate_count(&self.dialect(), groups, limit);
-        let mut tx = self.candidates_transaction().await?;
-        let count: i64 = qb.build_query_scalar().fetch_one(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(count.unsigned_abs())
+        self.fetch_count(&mut qb, true).await
     }
 
     async fn matching_names(&self, needle: &str, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -778,6 +768,24 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await?;
         Ok(tx)
+    }
+
+    /// Runs a `SELECT count(*)` query, in a [`Self::candidates_transaction`] when it reads
+    /// the terms' candidates.
+    async fn fetch_count(
+        &self,
+        qb: &mut QueryBuilder<Postgres>,
+        reads_candidates: bool,
+    ) -> Result<u64, StoreError> {
+        let count: i64 = if reads_candidates {
+            let mut tx = self.candidates_transaction().await?;
+            let count = qb.build_query_scalar().fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            count
+        } else {
+            qb.build_query_scalar().fetch_one(&self.pool).await?
+        };
+        Ok(count.unsigned_abs())
     }
 }
 
