@@ -58,10 +58,10 @@ pub(crate) async fn export_manifest(
         .unwrap_or_else(|| Column::ALL.to_vec());
     let mut manifest = export_attributes(&query, format.as_str(), &columns, &viewer.tenants);
 
-    let mut events = pinned(
+    let mut batches = pinned(
         state
             .store
-            .export(query.filter.clone(), viewer.tenants.clone()),
+            .export_batches(query.filter.clone(), viewer.tenants.clone()),
         Some(head),
     );
     let mut encoder = encoder(format, columns);
@@ -69,19 +69,21 @@ pub(crate) async fn export_manifest(
     let mut buffer = Vec::with_capacity(64 * 1024);
     let (mut rows, mut min_seq, mut max_seq) = (0u64, None::<u64>, None::<u64>);
     encoder.begin(&mut buffer);
-    while let Some(event) = events.try_next().await? {
-        encoder.event(&event, &mut buffer).map_err(|error| {
-            tracing::error!(%error, "could not encode an event for a manifest");
-            ApiError::Internal
-        })?;
-        if buffer.len() >= 64 * 1024 {
-            hasher.update(&buffer);
-            buffer.clear();
-        }
-        rows += 1;
-        if let Some(link) = event.chain {
-            min_seq = Some(min_seq.map_or(link.seq, |s| s.min(link.seq)));
-            max_seq = Some(max_seq.map_or(link.seq, |s| s.max(link.seq)));
+    while let Some(batch) = batches.try_next().await? {
+        for event in batch.iter() {
+            encoder.event(&event, &mut buffer).map_err(|error| {
+                tracing::error!(%error, "could not encode an event for a manifest");
+                ApiError::Internal
+            })?;
+            if buffer.len() >= 64 * 1024 {
+                hasher.update(&buffer);
+                buffer.clear();
+            }
+            rows += 1;
+            if let Some(link) = event.chain {
+                min_seq = Some(min_seq.map_or(link.seq, |s| s.min(link.seq)));
+                max_seq = Some(max_seq.map_or(link.seq, |s| s.max(link.seq)));
+            }
         }
     }
     encoder.finish(&mut buffer);

@@ -283,15 +283,15 @@ pub(crate) async fn export(
         .clone()
         .unwrap_or_else(|| Column::ALL.to_vec());
     let head = pin(&*state.store, query.chain_head).await?;
-    let mut events = pinned(
+    let mut batches = pinned(
         state
             .store
-            .export(query.filter.clone(), viewer.tenants.clone()),
+            .export_batches(query.filter.clone(), viewer.tenants.clone()),
         head,
     );
-    // Read the first event before answering, so a store that fails at once gets a proper
+    // Read the first chunk before answering, so a store that fails at once gets a proper
     // error status instead of a 200 with a broken body.
-    let first = events.next().await.transpose()?;
+    let first = batches.next().await.transpose()?;
     let file_name = format!(
         "audit-log-{}.{}",
         Utc::now().format("%Y-%m-%d"),
@@ -319,7 +319,7 @@ pub(crate) async fn export(
         facts.started(),
     );
     let body = Body::from_stream(
-        ExportBody::new(first, events, encoder(format, columns)).recorded(record),
+        ExportBody::new(first, batches, encoder(format, columns)).recorded(record),
     );
     let mut response = (
         [

@@ -33,6 +33,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::batch::{AttributesView, EventView};
 use crate::event::{Attributes, AuditEvent, rfc3339_micros};
 
 /// A SHA-256 chain hash, shown as 64 lowercase hex digits.
@@ -381,81 +382,11 @@ pub fn canonical_json(event: &AuditEvent) -> Vec<u8> {
 
 /// Appends [`canonical_json`] to `out`, so a caller hashing many events reuses one buffer.
 pub(crate) fn write_canonical_json(event: &AuditEvent, out: &mut Vec<u8>) {
-    write_canonical_fields(&CanonicalFields::of(event), out);
-}
-
-/// An event's attributes as the canonical JSON takes them.
-#[derive(Clone, Copy)]
-pub(crate) enum CanonicalAttributes<'a> {
-    /// The decoded map, written in canonical form.
-    Map(&'a Attributes),
-    /// Stored JSON text taken as it is: the SQLite store writes attributes in exactly the
-    /// canonical form (serde_json of a sorted map, compact). Only a verifier that confirms a
-    /// *match* with the stored hash may use this: a match proves the text is the canonical
-    /// form that was hashed (see `sqlite/bulk_read.rs`); a mismatch is decided on the
-    /// decoded event.
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
-    Text(&'a str),
-}
-
-/// The fields of an event the canonical JSON is made of, borrowed: from an [`AuditEvent`],
-/// or straight from a stored row's column values, so a verifier hashes rows without
-/// building events. [`write_canonical_fields`] is the one definition of the canonical form.
-pub(crate) struct CanonicalFields<'a> {
-    pub(crate) action: &'a str,
-    pub(crate) actor_email: Option<&'a str>,
-    pub(crate) actor_id: Option<&'a str>,
-    pub(crate) actor_name: Option<&'a str>,
-    pub(crate) attributes: CanonicalAttributes<'a>,
-    pub(crate) category: &'a str,
-    pub(crate) client_ip: Option<&'a str>,
-    pub(crate) duration_ms: f64,
-    pub(crate) id: uuid::Uuid,
-    pub(crate) method: &'a str,
-    pub(crate) occurred_at: chrono::DateTime<chrono::Utc>,
-    pub(crate) outcome: &'a str,
-    pub(crate) path: &'a str,
-    pub(crate) reason: Option<&'a str>,
-    pub(crate) request_id: &'a str,
-    pub(crate) resource_id: Option<&'a str>,
-    pub(crate) resource_name: Option<&'a str>,
-    pub(crate) route: &'a str,
-    pub(crate) status: u16,
-    pub(crate) tenant: Option<&'a str>,
-    pub(crate) user_agent: Option<&'a str>,
-}
-
-impl<'a> CanonicalFields<'a> {
-    /// The fields of `event`.
-    pub(crate) fn of(event: &'a AuditEvent) -> Self {
-        CanonicalFields {
-            action: event.action.as_str(),
-            actor_email: event.actor_email.as_deref(),
-            actor_id: event.actor_id.as_deref(),
-            actor_name: event.actor_name.as_deref(),
-            attributes: CanonicalAttributes::Map(&event.attributes),
-            category: &event.category,
-            client_ip: event.client_ip.as_deref(),
-            duration_ms: event.duration_ms,
-            id: event.id,
-            method: &event.method,
-            occurred_at: event.occurred_at,
-            outcome: event.outcome.as_str(),
-            path: &event.path,
-            reason: event.reason.as_deref(),
-            request_id: &event.request_id,
-            resource_id: event.resource_id.as_deref(),
-            resource_name: event.resource_name.as_deref(),
-            route: &event.route,
-            status: event.status,
-            tenant: event.tenant.as_deref(),
-            user_agent: event.user_agent.as_deref(),
-        }
-    }
+    write_canonical_fields(&EventView::of(event), out);
 }
 
 /// Appends the canonical JSON of `event`'s fields to `out`.
-pub(crate) fn write_canonical_fields(event: &CanonicalFields<'_>, out: &mut Vec<u8>) {
+pub(crate) fn write_canonical_fields(event: &EventView<'_>, out: &mut Vec<u8>) {
     /// One top-level value, written without building a `serde_json::Value` (hashing runs
     /// for every appended and every verified event).
     enum Field<'a> {
@@ -518,8 +449,10 @@ pub(crate) fn write_canonical_fields(event: &CanonicalFields<'_>, out: &mut Vec<
                 let _ = write!(out, "{}", event.status);
             }
             Field::Attributes => match event.attributes {
-                CanonicalAttributes::Map(map) => write_object(out, map),
-                CanonicalAttributes::Text(text) => out.extend_from_slice(text.as_bytes()),
+                AttributesView::Map(map) => write_object(out, map),
+                // The stored text, taken as it is: only a verifier confirming a *match* with the
+                // stored hash may rely on it (see `sqlite/bulk_read.rs`).
+                AttributesView::Json(text) => out.extend_from_slice(text.as_bytes()),
             },
         }
     }

@@ -535,6 +535,16 @@ fn is_snake_case(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
 }
 
+/// Whether `name` parses as an [`Action`], without building one.
+pub(crate) fn is_valid_action(name: &str) -> bool {
+    WELL_KNOWN.iter().any(|known| known.as_str() == name) || is_snake_case(name)
+}
+
+/// Whether `name` parses as an [`Outcome`].
+pub(crate) fn is_outcome(name: &str) -> bool {
+    matches!(name, "allow" | "deny")
+}
+
 impl FromStr for Action {
     type Err = InvalidName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

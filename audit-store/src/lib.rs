@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod batch;
 mod chain;
 mod checkpoint;
 mod checkpoint_log;
@@ -53,6 +54,7 @@ mod sqlite;
 #[doc(hidden)]
 pub mod testing;
 
+pub use batch::{AttributesView, BatchStream, EventBatch, EventView, batches_of};
 pub use chain::{
     ChainHash, ChainHead, ChainLink, ChainVersion, canonical_json, canonical_value_json,
     chain_hash, chain_step, content_digest, content_digests, hex, unhex,

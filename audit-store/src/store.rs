@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use uuid::Uuid;
 
+use crate::batch::{BatchStream, EventBatch};
 use crate::chain::ChainHead;
 use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner};
 use crate::error::StoreError;
@@ -63,6 +64,15 @@ pub trait AuditStore: fmt::Debug + Send + Sync + 'static {
     /// Every event matching `filter` within `scope`, newest first, read in bounded chunks so
     /// memory stays flat however many rows match. A failure ends the stream with an `Err`.
     fn export(&self, filter: EventFilter, scope: TenantScope) -> EventStream;
+
+    /// [`AuditStore::export`]'s events in chunks of borrowed values, for a reader that only
+    /// encodes or hashes them: the built-in stores fill each [`EventBatch`] from the rows'
+    /// column values without building an [`AuditEvent`] per row. By default, the events of
+    /// `export` gathered into batches ([`crate::batches_of`]), so a store overriding `export`
+    /// (a wrapper injecting faults, say) is read through its own `export`.
+    fn export_batches(&self, filter: EventFilter, scope: TenantScope) -> BatchStream {
+        crate::batch::batches_of(self.export(filter, scope))
+    }
 
     /// The distinct categories, actions, users and outcomes within `scope`.
     async fn facets(&self, scope: &TenantScope) -> Result<Facets, StoreError>;
@@ -269,6 +279,9 @@ impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
     fn export(&self, filter: EventFilter, scope: TenantScope) -> EventStream {
         (**self).export(filter, scope)
     }
+    fn export_batches(&self, filter: EventFilter, scope: TenantScope) -> BatchStream {
+        (**self).export_batches(filter, scope)
+    }
     async fn facets(&self, scope: &TenantScope) -> Result<Facets, StoreError> {
         (**self).facets(scope).await
     }
@@ -380,6 +393,16 @@ pub(crate) trait Backend: Clone + Send + Sync + 'static {
         after: Option<Position>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// [`Backend::fetch_after`]'s rows as one batch of borrowed values, no event built.
+    async fn fetch_batch_after(
+        &self,
+        plan: &Plan,
+        filter: &EventFilter,
+        scope: &TenantScope,
+        after: Option<Position>,
+        limit: usize,
+    ) -> Result<EventBatch, StoreError>;
 
     /// How many events match a filter, read as `plan` says, counting at most `limit`.
     async fn count_rows(
@@ -582,7 +605,7 @@ where
             after,
             CHAIN_CHUNK,
             move |after| fetch(source.clone(), after, None),
-            seq_of,
+            move |rows: &Vec<T>| rows.last().map(seq_of),
         )
     })
     .flatten();
@@ -602,7 +625,7 @@ const PARALLEL_CHAIN_FETCHES: usize = 2;
 const PARALLEL_CHECK_FETCHES: usize = 4;
 
 /// A chunk fetch running in the background; aborted if the stream is dropped first.
-struct InFlight<T>(tokio::task::JoinHandle<Result<Vec<T>, StoreError>>);
+struct InFlight<C>(tokio::task::JoinHandle<Result<C, StoreError>>);
 
 impl<T> Drop for InFlight<T> {
     fn drop(&mut self) {
@@ -610,8 +633,8 @@ impl<T> Drop for InFlight<T> {
     }
 }
 
-impl<T> Future for InFlight<T> {
-    type Output = Result<Result<Vec<T>, StoreError>, tokio::task::JoinError>;
+impl<C> Future for InFlight<C> {
+    type Output = Result<Result<C, StoreError>, tokio::task::JoinError>;
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
@@ -635,33 +658,56 @@ where
     F: Fn(K) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Vec<AuditEvent>, StoreError>> + Send + 'static,
 {
-    prefetching_chunks(start, chunk, fetch, next_key)
-        .map_ok(|rows| stream::iter(rows.into_iter().map(Ok::<_, StoreError>)))
-        .try_flatten()
-        .boxed()
+    prefetching_chunks(start, chunk, fetch, move |rows: &Vec<AuditEvent>| {
+        rows.last().map(next_key)
+    })
+    .map_ok(|rows| stream::iter(rows.into_iter().map(Ok::<_, StoreError>)))
+    .try_flatten()
+    .boxed()
 }
 
-/// [`prefetching_walk`] in chunks, of any rows.
-fn prefetching_chunks<K, T, F, Fut>(
+/// What [`prefetching_chunks`] reads: a chunk of rows, full or the last.
+trait Chunk: Send + 'static {
+    fn len(&self) -> usize;
+}
+
+impl<T: Send + 'static> Chunk for Vec<T> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+}
+
+impl Chunk for EventBatch {
+    fn len(&self) -> usize {
+        EventBatch::len(self)
+    }
+}
+
+/// [`prefetching_walk`] in chunks, of any rows; `next_key` is the key after a chunk's last
+/// row (`None` for an empty chunk).
+fn prefetching_chunks<K, C, F, Fut, N>(
     start: K,
     chunk: usize,
     fetch: F,
-    next_key: fn(&T) -> K,
-) -> BoxStream<'static, Result<Vec<T>, StoreError>>
+    next_key: N,
+) -> BoxStream<'static, Result<C, StoreError>>
 where
     K: Send + 'static,
-    T: Send + 'static,
+    C: Chunk,
     F: Fn(K) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Vec<T>, StoreError>> + Send + 'static,
+    Fut: Future<Output = Result<C, StoreError>> + Send + 'static,
+    N: Fn(&C) -> Option<K> + Send + Sync + 'static,
 {
-    enum State<K, T> {
+    enum State<K, C> {
         Start(K),
-        Fetching(InFlight<T>),
+        Fetching(InFlight<C>),
         Done,
     }
     let fetch = Arc::new(fetch);
+    let next_key = Arc::new(next_key);
     stream::try_unfold(State::Start(start), move |state| {
         let fetch = fetch.clone();
+        let next_key = next_key.clone();
         async move {
             let mut in_flight = match state {
                 State::Done => return Ok::<_, StoreError>(None),
@@ -671,16 +717,16 @@ where
             let rows = (&mut in_flight.0)
                 .await
                 .map_err(|e| StoreError::Background(e.to_string()))??;
-            let next = match rows.last() {
-                Some(last) if rows.len() == chunk => {
-                    State::Fetching(InFlight(tokio::spawn(fetch(next_key(last)))))
+            let next = match next_key(&rows) {
+                Some(key) if rows.len() == chunk => {
+                    State::Fetching(InFlight(tokio::spawn(fetch(key))))
                 }
                 _ => State::Done,
             };
             Ok(Some((rows, next)))
         }
     })
-    .try_filter(|rows| std::future::ready(!rows.is_empty()))
+    .try_filter(|rows| std::future::ready(rows.len() > 0))
     .boxed()
 }
 
@@ -864,6 +910,38 @@ pub(crate) fn export_stream<S: Backend>(
             }
         },
         |last| Some(Position::of(last)),
+    )
+}
+
+/// [`AuditStore::export_batches`] for any backend: [`export_stream`]'s walk, each chunk read
+/// as one [`EventBatch`] ([`Backend::fetch_batch_after`]).
+pub(crate) fn export_batch_stream<S: Backend>(
+    source: S,
+    filter: EventFilter,
+    scope: TenantScope,
+) -> BatchStream {
+    if let Err(invalid) = filter.validate() {
+        return stream::once(async move { Err(StoreError::from(invalid)) }).boxed();
+    }
+    let plan = Arc::new(tokio::sync::OnceCell::<Plan>::new());
+    prefetching_chunks(
+        None,
+        EXPORT_CHUNK,
+        move |after: Option<Position>| {
+            let source = source.clone();
+            let filter = filter.clone();
+            let scope = scope.clone();
+            let plan = plan.clone();
+            async move {
+                let plan = plan
+                    .get_or_try_init(|| self::plan(&source, &filter, &scope))
+                    .await?;
+                source
+                    .fetch_batch_after(plan, &filter, &scope, after, EXPORT_CHUNK)
+                    .await
+            }
+        },
+        |batch: &EventBatch| batch.last().map(|last| Some(last.position())),
     )
 }
 

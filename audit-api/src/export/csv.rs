@@ -1,10 +1,10 @@
-//! CSV: a header row, RFC 4180 quoting by the `csv` crate, spreadsheet formulas
-//! neutralised.
+//! CSV: a header row, then one row per event, RFC 4180 quoting (what the `csv` crate's
+//! writer does by default, held equal by a test), spreadsheet formulas neutralised. Each
+//! field is written straight into the frame's buffer: no allocation per row or field.
 
-use std::cell::RefCell;
 use std::io::Write as _;
 
-use audit_store::{AuditEvent, rfc3339_micros};
+use audit_store::{EventView, rfc3339_micros};
 
 use super::{Column, EncodeError, Encoder};
 
@@ -17,11 +17,16 @@ pub(crate) fn needs_neutralising(cell: &[u8]) -> bool {
     cell.first().is_some_and(|b| FORMULA_TRIGGERS.contains(b))
 }
 
+/// Whether a field must be quoted: it holds the delimiter, a quote or a line break.
+fn needs_quotes(field: &[u8]) -> bool {
+    field
+        .iter()
+        .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
+}
+
 pub(crate) struct CsvEncoder {
     columns: Vec<Column>,
-    /// Writes one row at a time into its own buffer, reused for every row.
-    row: ::csv::Writer<RowBuffer>,
-    /// The text of the cell being written, reused for every cell.
+    /// The text of a cell that is not a stored string (a number, the attributes), reused.
     cell: Vec<u8>,
 }
 
@@ -29,117 +34,112 @@ impl CsvEncoder {
     pub(crate) fn new(columns: Vec<Column>) -> Self {
         CsvEncoder {
             columns,
-            row: ::csv::WriterBuilder::new()
-                .terminator(::csv::Terminator::CRLF)
-                .from_writer(RowBuffer::default()),
-            cell: Vec::with_capacity(256),
+            cell: Vec::with_capacity(512),
         }
     }
 
-    fn end_row(&mut self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        self.row
-            .write_record(None::<&[u8]>)
-            .map_err(to_encode_error)?;
-        self.row.flush().map_err(|e| EncodeError(e.to_string()))?;
-        let mut row = self.row.get_ref().bytes.borrow_mut();
-        out.extend_from_slice(&row);
-        row.clear();
-        Ok(())
-    }
-}
-
-/// The bytes of the row being written. `csv::Writer` only lends its writer out immutably,
-/// hence the cell: the row is copied out and the buffer cleared after every row, so its
-/// allocation is reused for the whole export.
-#[derive(Debug, Default)]
-struct RowBuffer {
-    bytes: RefCell<Vec<u8>>,
-}
-
-impl std::io::Write for RowBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.bytes.get_mut().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn to_encode_error(error: ::csv::Error) -> EncodeError {
-    EncodeError(error.to_string())
-}
-
-/// Writes the text of `column` of `event` into `cell` (empty for null).
-fn cell_text(event: &AuditEvent, column: Column, cell: &mut Vec<u8>) -> std::io::Result<()> {
-    fn text(cell: &mut Vec<u8>, value: Option<&str>) -> std::io::Result<()> {
-        cell.extend_from_slice(value.unwrap_or_default().as_bytes());
-        Ok(())
-    }
-    match column {
-        Column::Id => {
-            let mut buffer = uuid::Uuid::encode_buffer();
-            text(cell, Some(event.id.hyphenated().encode_lower(&mut buffer)))
+    /// Writes one field (after the separator, if it is not the row's first): `'`-prefixed
+    /// when a spreadsheet would take it for a formula, quoted with doubled quotes when it
+    /// holds a delimiter, quote or line break. An empty field of a one-column row is `""`,
+    /// so the row is not read as a blank line.
+    fn field(&self, out: &mut Vec<u8>, value: &[u8]) {
+        let prefix: &[u8] = if needs_neutralising(value) { b"'" } else { b"" };
+        if needs_quotes(value) {
+            out.push(b'"');
+            out.extend_from_slice(prefix);
+            for part in value.split_inclusive(|b| *b == b'"') {
+                out.extend_from_slice(part);
+                if part.last() == Some(&b'"') {
+                    out.push(b'"');
+                }
+            }
+            out.push(b'"');
+        } else if value.is_empty() && prefix.is_empty() && self.columns.len() == 1 {
+            out.extend_from_slice(b"\"\"");
+        } else {
+            out.extend_from_slice(prefix);
+            out.extend_from_slice(value);
         }
-        Column::OccurredAt => {
-            rfc3339_micros::write(&event.occurred_at, cell);
-            Ok(())
+    }
+
+    /// Writes the cell of `column` of `event`.
+    fn cell(&mut self, event: &EventView<'_>, column: Column, out: &mut Vec<u8>) {
+        let stored: Option<&str> = match column {
+            Column::Tenant => Some(event.tenant.unwrap_or_default()),
+            Column::RequestId => Some(event.request_id),
+            Column::ActorId => Some(event.actor_id.unwrap_or_default()),
+            Column::ActorEmail => Some(event.actor_email.unwrap_or_default()),
+            Column::ActorName => Some(event.actor_name.unwrap_or_default()),
+            Column::Category => Some(event.category),
+            Column::Action => Some(event.action),
+            Column::Outcome => Some(event.outcome),
+            Column::Reason => Some(event.reason.unwrap_or_default()),
+            Column::ResourceId => Some(event.resource_id.unwrap_or_default()),
+            Column::ResourceName => Some(event.resource_name.unwrap_or_default()),
+            Column::Method => Some(event.method),
+            Column::Route => Some(event.route),
+            Column::Path => Some(event.path),
+            Column::ClientIp => Some(event.client_ip.unwrap_or_default()),
+            Column::UserAgent => Some(event.user_agent.unwrap_or_default()),
+            Column::Id
+            | Column::OccurredAt
+            | Column::Status
+            | Column::DurationMs
+            | Column::Attributes => None,
+        };
+        if let Some(stored) = stored {
+            self.field(out, stored.as_bytes());
+            return;
         }
-        Column::Tenant => text(cell, event.tenant.as_deref()),
-        Column::RequestId => text(cell, Some(&event.request_id)),
-        Column::ActorId => text(cell, event.actor_id.as_deref()),
-        Column::ActorEmail => text(cell, event.actor_email.as_deref()),
-        Column::ActorName => text(cell, event.actor_name.as_deref()),
-        Column::Category => text(cell, Some(&event.category)),
-        Column::Action => text(cell, Some(event.action.as_str())),
-        Column::Outcome => text(cell, Some(event.outcome.as_str())),
-        Column::Reason => text(cell, event.reason.as_deref()),
-        Column::ResourceId => text(cell, event.resource_id.as_deref()),
-        Column::ResourceName => text(cell, event.resource_name.as_deref()),
-        Column::Method => text(cell, Some(&event.method)),
-        Column::Route => text(cell, Some(&event.route)),
-        Column::Path => text(cell, Some(&event.path)),
-        Column::Status => write!(cell, "{}", event.status),
-        Column::DurationMs => write!(cell, "{}", event.duration_ms),
-        Column::ClientIp => text(cell, event.client_ip.as_deref()),
-        Column::UserAgent => text(cell, event.user_agent.as_deref()),
-        Column::Attributes => {
-            serde_json::to_writer(&mut *cell, &event.attributes).map_err(std::io::Error::other)
+        let mut cell = std::mem::take(&mut self.cell);
+        cell.clear();
+        match column {
+            Column::Id => {
+                let mut buffer = uuid::Uuid::encode_buffer();
+                cell.extend_from_slice(event.id.hyphenated().encode_lower(&mut buffer).as_bytes());
+            }
+            Column::OccurredAt => rfc3339_micros::write(&event.occurred_at, &mut cell),
+            // Writing into a Vec cannot fail.
+            Column::Status => {
+                let _ = write!(cell, "{}", event.status);
+            }
+            Column::DurationMs => {
+                let _ = write!(cell, "{}", event.duration_ms);
+            }
+            _ => event.attributes.write_json(&mut cell),
         }
+        self.field(out, &cell);
+        self.cell = cell;
     }
 }
 
 impl Encoder for CsvEncoder {
     fn begin(&mut self, out: &mut Vec<u8>) {
-        for column in &self.columns {
-            // Writing into a Vec cannot fail.
-            let _ = self.row.write_field(column.name());
+        for (index, column) in self.columns.iter().enumerate() {
+            if index > 0 {
+                out.push(b',');
+            }
+            self.field(out, column.name().as_bytes());
         }
-        if let Err(error) = self.end_row(out) {
-            tracing::error!(%error, "could not write the CSV header");
-        }
+        out.extend_from_slice(b"\r\n");
     }
 
-    fn event(&mut self, event: &AuditEvent, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    fn event(&mut self, event: &EventView<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         for index in 0..self.columns.len() {
-            let column = self.columns[index];
-            self.cell.clear();
-            cell_text(event, column, &mut self.cell).map_err(|e| EncodeError(e.to_string()))?;
-            if needs_neutralising(&self.cell) {
-                self.cell.insert(0, b'\'');
+            if index > 0 {
+                out.push(b',');
             }
-            self.row.write_field(&self.cell).map_err(to_encode_error)?;
+            self.cell(event, self.columns[index], out);
         }
-        self.end_row(out)
+        out.extend_from_slice(b"\r\n");
+        Ok(())
     }
 
     fn finish(&mut self, _out: &mut Vec<u8>) {}
 
     /// CSV has no in-band error: any appended line would read as a data row. The aborted
     /// transfer is the signal.
-    fn fail(&mut self, _message: &str, _out: &mut Vec<u8>) {
-        self.row.get_ref().bytes.borrow_mut().clear();
-    }
+    fn fail(&mut self, _message: &str, _out: &mut Vec<u8>) {}
 }
 
 #[cfg(test)]
@@ -153,6 +153,57 @@ mod tests {
         }
         for safe in ["", "a=b", "1", " =1", "'=1"] {
             assert!(!needs_neutralising(safe.as_bytes()), "{safe:?}");
+        }
+    }
+
+    /// The fields are quoted exactly as the `csv` crate's writer quotes them (after the
+    /// formula prefix), for one column and for several.
+    #[test]
+    fn quotes_as_the_csv_crate_does() {
+        let values = [
+            "",
+            "plain",
+            "a,b",
+            "say \"hi\"",
+            "\"",
+            "line\nbreak",
+            "cr\rx",
+            "=1+1",
+            "-\"x,\"",
+            "\r\n",
+            "'",
+            "ünïcode ✓",
+            " spaced ",
+        ];
+        for columns in [1, 3] {
+            let encoder = CsvEncoder::new(vec![Column::Tenant; columns]);
+            let mut ours = Vec::new();
+            let mut theirs = ::csv::WriterBuilder::new()
+                .terminator(::csv::Terminator::CRLF)
+                .from_writer(Vec::new());
+            for value in values {
+                for index in 0..columns {
+                    if index > 0 {
+                        ours.push(b',');
+                    }
+                    encoder.field(&mut ours, value.as_bytes());
+                }
+                ours.extend_from_slice(b"\r\n");
+                let neutralised = if needs_neutralising(value.as_bytes()) {
+                    format!("'{value}")
+                } else {
+                    value.to_owned()
+                };
+                theirs
+                    .write_record(std::iter::repeat_n(&neutralised, columns))
+                    .unwrap();
+            }
+            let theirs = theirs.into_inner().unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs),
+                "{columns} column(s)"
+            );
         }
     }
 }

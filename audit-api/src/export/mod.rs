@@ -3,11 +3,18 @@
 //!
 //! # Backpressure
 //!
-//! [`ExportBody`] is a pull stream: it asks the store's [`EventStream`] for the next event
-//! only when hyper polls the body for the next frame, and hyper only does that once the
-//! previous frame was written to the socket. A slow client therefore slows the database
-//! reads; nothing is buffered beyond one frame (about [`FRAME_BYTES`]) plus the store's own
-//! read chunk.
+//! [`ExportBody`] is a pull stream: it asks the store's [`BatchStream`] for the next chunk
+//! of events only when hyper polls the body for the next frame and the current chunk is
+//! encoded, and hyper only polls once the previous frame was written to the socket. A slow
+//! client therefore slows the database reads; nothing is buffered beyond one frame (about
+//! [`FRAME_BYTES`]) plus the store's read chunks (the one being encoded and the one read
+//! ahead).
+//!
+//! # No event is built per row
+//!
+//! The store hands over each chunk as an [`EventBatch`] of borrowed column values
+//! ([`AuditStore::export_batches`](audit_store::AuditStore::export_batches)), and the
+//! encoders write each field from it straight into the frame's buffer.
 //!
 //! # A failure in the middle of a download
 //!
@@ -43,7 +50,7 @@ use serde_json::Value;
 
 use crate::self_audit::SinkSlot;
 
-use audit_store::{AuditEvent, EventStream, StoreError};
+use audit_store::{AuditEvent, BatchStream, EventBatch, EventView, StoreError};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
@@ -119,7 +126,7 @@ pub(crate) trait Encoder: Send {
     /// Whatever precedes the first event (a header row, `[`).
     fn begin(&mut self, out: &mut Vec<u8>);
     /// One event.
-    fn event(&mut self, event: &AuditEvent, out: &mut Vec<u8>) -> Result<(), EncodeError>;
+    fn event(&mut self, event: &EventView<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError>;
     /// Whatever follows the last event (`]`).
     fn finish(&mut self, out: &mut Vec<u8>);
     /// What the format appends when the export fails midway, if anything (see the module
@@ -206,8 +213,10 @@ impl ExportRecord {
 
 /// The body of an export response: a stream of byte frames pulled from the store's stream.
 pub(crate) struct ExportBody {
-    events: EventStream,
-    first: Option<AuditEvent>,
+    batches: BatchStream,
+    /// The chunk being encoded, and the index of its next event.
+    batch: EventBatch,
+    next: usize,
     encoder: Box<dyn Encoder>,
     buffer: Vec<u8>,
     state: State,
@@ -220,15 +229,16 @@ pub(crate) struct ExportBody {
 }
 
 impl ExportBody {
-    /// A body encoding `first` (already read, see [`crate::router`]) and then `events`.
+    /// A body encoding `first` (already read, see [`crate::handlers`]) and then `batches`.
     pub(crate) fn new(
-        first: Option<AuditEvent>,
-        events: EventStream,
+        first: Option<EventBatch>,
+        batches: BatchStream,
         encoder: Box<dyn Encoder>,
     ) -> Self {
         ExportBody {
-            events,
-            first,
+            batches,
+            batch: first.unwrap_or_default(),
+            next: 0,
             encoder,
             buffer: Vec::with_capacity(FRAME_BYTES + 4096),
             state: State::Start,
@@ -288,11 +298,21 @@ impl ExportBody {
         self.state = State::Failing(error.to_string());
     }
 
-    fn encode(&mut self, event: &AuditEvent) {
-        match self.encoder.event(event, &mut self.buffer) {
-            Ok(()) => self.rows += 1,
-            Err(error) => self.fail(&error),
+    /// Encodes the current chunk's events until the frame is full or the chunk is done;
+    /// `false` when an event could not be encoded (the body is then failing).
+    fn encode_some(&mut self) -> bool {
+        while self.buffer.len() < FRAME_BYTES {
+            let Some(event) = self.batch.get(self.next) else {
+                return true;
+            };
+            self.next += 1;
+            if let Err(error) = self.encoder.event(&event, &mut self.buffer) {
+                self.fail(&error);
+                return false;
+            }
+            self.rows += 1;
         }
+        true
     }
 }
 
@@ -352,18 +372,21 @@ impl Stream for ExportBody {
                 State::Start => {
                     this.encoder.begin(&mut this.buffer);
                     this.state = State::Rows;
-                    if let Some(first) = this.first.take() {
-                        this.encode(&first);
-                    }
                     continue;
                 }
                 State::Rows => {}
             }
+            if !this.encode_some() {
+                continue;
+            }
             if this.buffer.len() >= FRAME_BYTES {
                 return Poll::Ready(Some(Ok(this.take_frame())));
             }
-            match this.events.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(event))) => this.encode(&event),
+            match this.batches.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(batch))) => {
+                    this.batch = batch;
+                    this.next = 0;
+                }
                 Poll::Ready(Some(Err(error))) => this.fail(&StoreFailure(error)),
                 Poll::Ready(None) => {
                     this.encoder.finish(&mut this.buffer);

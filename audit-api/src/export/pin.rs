@@ -1,8 +1,8 @@
 //! Pinning an export to a position of the hash chain, so the same export can be reproduced
 //! (and its manifest recomputed) while new events keep arriving.
 
-use audit_store::{AuditStore, EventStream, StoreError};
-use futures_util::{StreamExt, TryStreamExt, future};
+use audit_store::{AuditStore, BatchStream, StoreError};
+use futures_util::{StreamExt, TryStreamExt};
 
 use crate::error::ApiError;
 
@@ -33,12 +33,15 @@ pub(crate) async fn pin(
     }
 }
 
-/// `events` without those after chain position `head`.
-pub(crate) fn pinned(events: EventStream, head: Option<u64>) -> EventStream {
+/// `batches` without the events after chain position `head`.
+pub(crate) fn pinned(batches: BatchStream, head: Option<u64>) -> BatchStream {
     match head {
-        None => events,
-        Some(head) => events
-            .try_filter(move |event| future::ready(event.chain.is_none_or(|link| link.seq <= head)))
+        None => batches,
+        Some(head) => batches
+            .map_ok(move |mut batch| {
+                batch.retain(|event| event.chain.is_none_or(|link| link.seq <= head));
+                batch
+            })
             .boxed(),
     }
 }

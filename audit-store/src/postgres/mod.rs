@@ -17,12 +17,11 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row, SqlSafeStr};
 use uuid::Uuid;
 
-use crate::chain::{
-    CanonicalAttributes, CanonicalFields, ChainHash, ChainHead, ChainLink, write_canonical_fields,
-};
+use crate::batch::{AttributesView, BATCH_ROWS, BatchStream, EventBatch, EventView};
+use crate::chain::{ChainHash, ChainHead, ChainLink, write_canonical_fields};
 use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner, checkpoint_from_row};
 use crate::error::StoreError;
-use crate::event::{Attributes, AuditEvent};
+use crate::event::{Attributes, AuditEvent, is_outcome, is_valid_action};
 use crate::forwarding::{ForwardLease, ForwardPosition, ForwardState, StoredCheckpoint};
 use crate::query::{
     EventFilter, FacetUser, Facets, MatchCount, Page, PageRequest, Position, TenantScope,
@@ -431,6 +430,46 @@ async fn check_rows(
     Ok(hasher.finish())
 }
 
+/// Rows as they arrive, each pushed into one batch with its text values borrowed from the
+/// row ([`push_row`]).
+async fn batch_rows(
+    mut rows: futures_util::stream::BoxStream<'_, Result<PgRow, sqlx::Error>>,
+    limit: usize,
+) -> Result<EventBatch, StoreError> {
+    let mut batch = EventBatch::with_capacity(limit.min(BATCH_ROWS), 720);
+    while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows).await? {
+        push_row(&mut batch, &row)?;
+    }
+    Ok(batch)
+}
+
+/// Pushes one row into `batch`: the texts borrowed from the row and copied once, the
+/// attributes decoded (PostgreSQL's JSONB text is not serde_json's compact form). A row
+/// whose values do not fit is decoded in full, which names the fault as the ordinary read
+/// does.
+fn push_row(batch: &mut EventBatch, row: &PgRow) -> Result<(), StoreError> {
+    let link = (|| {
+        let seq: i64 = row.try_get(0).ok()?;
+        let prev_hash: &[u8] = row.try_get(1).ok()?;
+        let hash: &[u8] = row.try_get(2).ok()?;
+        let version: i16 = row.try_get(24).ok()?;
+        ChainLink::from_stored(seq, prev_hash, hash, i64::from(version)).ok()
+    })();
+    let id: Option<Uuid> = row.try_get(3).ok();
+    let attributes = row.try_get::<Json<Attributes>, _>(23).ok();
+    let fields = match (link, id, &attributes) {
+        (Some(link), Some(id), Some(Json(attributes))) => {
+            row_fields(row, id, attributes, Some(link))
+        }
+        _ => None,
+    };
+    match fields.filter(|fields| is_valid_action(fields.action) && is_outcome(fields.outcome)) {
+        Some(fields) => batch.push(&fields),
+        None => batch.push(&EventView::of(&decode(row)?)),
+    }
+    Ok(())
+}
+
 /// Pushes one row's link and canonical JSON into `hasher`.
 fn check_row(hasher: &mut LinkHasher, row: &PgRow) -> Result<(), StoreError> {
     let seq: i64 = row.try_get(0)?;
@@ -449,7 +488,7 @@ fn write_row_canonical(row: &PgRow, id: Uuid, out: &mut Vec<u8>) -> bool {
     let Ok(Json(attributes)) = row.try_get::<Json<Attributes>, _>(23) else {
         return false;
     };
-    let Some(fields) = row_fields(row, id, &attributes) else {
+    let Some(fields) = row_fields(row, id, &attributes, None) else {
         return false;
     };
     write_canonical_fields(&fields, out);
@@ -461,15 +500,17 @@ fn row_fields<'a>(
     row: &'a PgRow,
     id: Uuid,
     attributes: &'a Attributes,
-) -> Option<CanonicalFields<'a>> {
+    chain: Option<ChainLink>,
+) -> Option<EventView<'a>> {
     let occurred_at: DateTime<Utc> = row.try_get(4).ok()?;
     let status: i32 = row.try_get(19).ok()?;
-    Some(CanonicalFields {
+    Some(EventView {
         action: row.try_get(11).ok()?,
         actor_email: row.try_get(8).ok()?,
         actor_id: row.try_get(7).ok()?,
         actor_name: row.try_get(9).ok()?,
-        attributes: CanonicalAttributes::Map(attributes),
+        attributes: AttributesView::Map(attributes),
+        chain,
         category: row.try_get(10).ok()?,
         client_ip: row.try_get(21).ok()?,
         duration_ms: row.try_get(20).ok()?,
@@ -519,6 +560,25 @@ impl Backend for PostgresStore {
     ) -> Result<Vec<RowCheck>, StoreError> {
         let mut qb = sql::select_chain(&self.dialect(), after_seq, through, limit);
         check_rows(qb.build().fetch(&self.pool), limit).await
+    }
+
+    async fn fetch_batch_after(
+        &self,
+        plan: &Plan,
+        filter: &EventFilter,
+        scope: &TenantScope,
+        after: Option<Position>,
+        limit: usize,
+    ) -> Result<EventBatch, StoreError> {
+        let mut qb = sql::select_page(&self.dialect(), plan, filter, scope, after, limit);
+        if matches!(plan, Plan::Candidates(_)) {
+            let mut tx = self.candidates_transaction().await?;
+            let batch = batch_rows(qb.build().fetch(&mut *tx), limit).await?;
+            tx.commit().await?;
+            Ok(batch)
+        } else {
+            batch_rows(qb.build().fetch(&self.pool), limit).await
+        }
     }
 
     async fn count_rows(
@@ -614,6 +674,10 @@ impl AuditStore for PostgresStore {
 
     fn export(&self, filter: EventFilter, scope: TenantScope) -> EventStream {
         store::export_stream(self.clone(), filter, scope)
+    }
+
+    fn export_batches(&self, filter: EventFilter, scope: TenantScope) -> BatchStream {
+        store::export_batch_stream(self.clone(), filter, scope)
     }
 
     async fn facets(&self, scope: &TenantScope) -> Result<Facets, StoreError> {

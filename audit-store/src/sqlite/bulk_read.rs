@@ -19,11 +19,11 @@ use rusqlite::{Connection, OpenFlags, Row};
 use uuid::Uuid;
 
 use super::append::Location;
-use crate::chain::{
-    CanonicalAttributes, CanonicalFields, ChainHash, ChainLink, write_canonical_fields,
-};
+use crate::batch::{AttributesView, EventView};
+use crate::batch::{BATCH_ROWS, EventBatch};
+use crate::chain::{ChainHash, ChainLink, write_canonical_fields};
 use crate::error::StoreError;
-use crate::event::AuditEvent;
+use crate::event::{AuditEvent, is_outcome, is_valid_action};
 use crate::sql::{self, StoredRow};
 use crate::verify::{LinkHasher, RowCheck};
 
@@ -76,6 +76,21 @@ impl BulkReader {
         let connections = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             connections.read(&sql, binds, READER_PRAGMAS, read_events)
+        })
+        .await
+        .map_err(|e| StoreError::Background(format!("a SQLite read failed to finish: {e}")))?
+    }
+
+    /// Runs `sql` (selecting `sql::ROW_COLUMNS`) with `binds` into one [`EventBatch`], each
+    /// row's values copied from SQLite's column buffers ([`read_batch`]).
+    pub(super) async fn batch(
+        &self,
+        sql: String,
+        binds: Vec<Value>,
+    ) -> Result<EventBatch, StoreError> {
+        let connections = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            connections.read(&sql, binds, READER_PRAGMAS, read_batch)
         })
         .await
         .map_err(|e| StoreError::Background(format!("a SQLite read failed to finish: {e}")))?
@@ -174,6 +189,43 @@ fn read_events(
     Ok(events)
 }
 
+/// The rows of `sql` as one batch: each value borrowed from the row and copied once, into
+/// the batch's buffer; the attributes as their stored text (the store writes serde_json's
+/// compact form of the map, which is what decoding and re-encoding them would give). A row
+/// whose values do not fit (a wrong type, an unknown action, attributes that are not a JSON
+/// object) is decoded in full instead, which names the fault as the ordinary read does.
+fn read_batch(
+    connection: &Connection,
+    sql: &str,
+    binds: Vec<Value>,
+) -> Result<EventBatch, StoreError> {
+    let mut statement = connection.prepare(sql).map_err(read_error)?;
+    let mut rows = statement
+        .query(rusqlite::params_from_iter(binds))
+        .map_err(read_error)?;
+    let mut batch = EventBatch::with_capacity(BATCH_ROWS, 720);
+    while let Some(row) = rows.next().map_err(read_error)? {
+        let seq = Column::new(row, 0, "seq").integer()?;
+        let column = |index: usize, name: &'static str| Column::new(row, index, name).of_seq(seq);
+        let link = ChainLink::from_stored(
+            seq,
+            column(1, "prev_hash").blob()?,
+            column(2, "hash").blob()?,
+            column(24, "chain_version").integer()?,
+        )
+        .ok();
+        let fields = match (link, column(3, "id").uuid()) {
+            (Some(link), Ok(id)) => row_fields(row, seq, id, Some(link)),
+            _ => None,
+        };
+        match fields.filter(|fields| is_valid_action(fields.action) && is_outcome(fields.outcome)) {
+            Some(fields) => batch.push(&fields),
+            None => batch.push(&EventView::of(&sql::event_from(stored_row(row)?)?)),
+        }
+    }
+    Ok(batch)
+}
+
 /// Each row's link and whether its content gives its hash, hashed from the column values
 /// as SQLite hands them over: the canonical JSON is written from borrowed text
 /// ([`row_fields`]), so no event, string or attributes map is built per row.
@@ -214,7 +266,7 @@ fn check_rows(
 /// Appends the row's canonical JSON, written from its column values, to `out`; `false` (and
 /// nothing written) when a value does not fit.
 fn write_row_canonical(row: &Row<'_>, seq: i64, id: Uuid, out: &mut Vec<u8>) -> bool {
-    match row_fields(row, seq, id) {
+    match row_fields(row, seq, id, None) {
         Some(fields) => {
             write_canonical_fields(&fields, out);
             true
@@ -247,7 +299,12 @@ pub(super) fn canonical_rows(
 
 /// The canonical JSON's fields borrowed from a row; `None` when a value does not fit (the
 /// row is then decoded in full, which names the fault).
-fn row_fields<'r>(row: &'r Row<'_>, seq: i64, id: Uuid) -> Option<CanonicalFields<'r>> {
+fn row_fields<'r>(
+    row: &'r Row<'_>,
+    seq: i64,
+    id: Uuid,
+    chain: Option<ChainLink>,
+) -> Option<EventView<'r>> {
     let text = |index: usize| -> Option<Option<&'r str>> {
         match row.get_ref(index).ok()? {
             ValueRef::Null => Some(None),
@@ -265,12 +322,13 @@ fn row_fields<'r>(row: &'r Row<'_>, seq: i64, id: Uuid) -> Option<CanonicalField
     {
         return None;
     }
-    Some(CanonicalFields {
+    Some(EventView {
         action: required(11)?,
         actor_email: text(8)?,
         actor_id: text(7)?,
         actor_name: text(9)?,
-        attributes: CanonicalAttributes::Text(attributes),
+        attributes: AttributesView::Json(attributes),
+        chain,
         category: required(10)?,
         client_ip: text(21)?,
         duration_ms: column(20, "duration_ms").real().ok()?,

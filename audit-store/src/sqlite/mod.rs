@@ -28,6 +28,7 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row, SqlSafeStr, Sqlite};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
+use crate::batch::{BatchStream, EventBatch};
 use crate::chain::ChainHead;
 use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner, checkpoint_from_row};
 use crate::error::StoreError;
@@ -445,6 +446,20 @@ impl Backend for SqliteStore {
             .await
     }
 
+    async fn fetch_batch_after(
+        &self,
+        plan: &Plan,
+        filter: &EventFilter,
+        scope: &TenantScope,
+        after: Option<Position>,
+        limit: usize,
+    ) -> Result<EventBatch, StoreError> {
+        let own = self.own().await?;
+        let dialect = SqliteDialect::default();
+        let qb = sql::select_page(&dialect, plan, filter, scope, after, limit);
+        own.bulk.batch(qb.into_string(), dialect.take_binds()).await
+    }
+
     async fn count_rows(
         &self,
         plan: &Plan,
@@ -553,6 +568,10 @@ impl AuditStore for SqliteStore {
 
     fn export(&self, filter: EventFilter, scope: TenantScope) -> EventStream {
         store::export_stream(self.clone(), filter, scope)
+    }
+
+    fn export_batches(&self, filter: EventFilter, scope: TenantScope) -> BatchStream {
+        store::export_batch_stream(self.clone(), filter, scope)
     }
 
     async fn facets(&self, scope: &TenantScope) -> Result<Facets, StoreError> {

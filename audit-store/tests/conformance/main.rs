@@ -54,6 +54,7 @@ all_backends!(
     tenant_scope_applies_everywhere,
     get_by_id,
     export_equals_paged_results,
+    export_batches_hold_every_kind_of_value,
     facets_within_scope,
     purge_removes_only_older_events,
     update_and_delete_are_rejected_by_the_database,
