@@ -4,6 +4,11 @@
 //! (`sqlite3 -csv`, `psql … COPY … TO STDOUT`), with the peak heap growth of each download
 //! (a counting global allocator; the client's buffer is fixed).
 //!
+//! Then (SQLite) `audit verify-export` of the whole log's JSON and NDJSON exports against
+//! their signed manifests, timed with its peak RSS, when the release `audit` binary is built
+//! (`cargo build --release -p audit-cli`; `AUDIT_BIN` names another; `AUDIT_BENCH_KEEP=DIR`
+//! keeps the downloads and their manifests in DIR).
+//!
 //! `cargo bench -p audit-api --bench export_path`; PostgreSQL too when
 //! `AUDIT_TEST_POSTGRES_URL` is set. `AUDIT_BENCH_EVENTS` (default 1,000,000) sets the log's
 //! size, `AUDIT_BENCH_BACKENDS` (`sqlite,postgres`) the backends.
@@ -20,7 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use audit_api::{Access, AuditRouter, Viewer};
-use audit_store::{AuditStore, SqliteStore, TenantScope};
+use audit_store::{AuditStore, CheckpointSigner, SqliteStore, TenantScope};
 use chrono::{DateTime, Utc};
 use http::request::Parts;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -101,10 +106,16 @@ async fn seed(store: &dyn AuditStore, total: usize) -> DateTime<Utc> {
     smaller_from
 }
 
+fn signer() -> CheckpointSigner {
+    CheckpointSigner::from_seed([7; 32])
+}
+
 async fn serve(store: Arc<dyn AuditStore>) -> std::net::SocketAddr {
     let app = axum::Router::new().nest(
         "/admin/audit",
-        AuditRouter::from_shared(store, auditor).into_router(),
+        AuditRouter::from_shared(store, auditor)
+            .signer(signer())
+            .into_router(),
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
@@ -130,6 +141,117 @@ async fn fetch(address: std::net::SocketAddr, path: &str, sink: &mut [u8]) -> (u
     }
 }
 
+/// One GET over a fresh connection, its body written to `file`; the response's head.
+async fn download(address: std::net::SocketAddr, path: &str, file: &std::path::Path) -> String {
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let mut body = Vec::with_capacity(response.len());
+    let mut rest = &response[split + 4..];
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        loop {
+            let line_end = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("chunk size");
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).expect("hex"), 16)
+                    .expect("chunk size");
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+    } else {
+        body.extend_from_slice(rest);
+    }
+    std::fs::write(file, body).expect("write the download");
+    head
+}
+
+/// `audit verify-export` of the whole log in `format`: seconds and peak RSS.
+async fn verify_export(address: std::net::SocketAddr, format: &str, dir: &std::path::Path) {
+    let binary = std::env::var("AUDIT_BIN").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/audit").to_owned()
+    });
+    if !std::path::Path::new(&binary).exists() {
+        println!("verify-export: skipped ({binary} is not built)");
+        return;
+    }
+    let file = dir.join(format!("all.{format}"));
+    let head = download(
+        address,
+        &format!("/admin/audit/export?format={format}"),
+        &file,
+    )
+    .await;
+    let pinned = head
+        .lines()
+        .find_map(|line| {
+            line.to_ascii_lowercase()
+                .strip_prefix("x-audit-chain-head: ")
+                .map(str::to_owned)
+        })
+        .expect("the chain head header");
+    let manifest = dir.join(format!("all.{format}.manifest.json"));
+    download(
+        address,
+        &format!("/admin/audit/export/manifest?format={format}&chain_head={pinned}"),
+        &manifest,
+    )
+    .await;
+    let started = Instant::now();
+    let output = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(&binary)
+        .arg("verify-export")
+        .arg(&file)
+        .arg("--public-key")
+        .arg(signer().public_key_hex())
+        .output()
+        .expect("run audit verify-export");
+    let seconds = started.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let rss = stderr
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0);
+    let rows = stdout
+        .lines()
+        .find(|line| line.starts_with("rows:"))
+        .unwrap_or_default();
+    println!(
+        "verify-export {format}: {} in {seconds:.2} s, peak RSS {rss:.0} MiB ({})",
+        if output.status.success() {
+            "VERIFIED"
+        } else {
+            "FAILED"
+        },
+        rows.trim()
+    );
+    assert!(output.status.success(), "{stdout}");
+    if std::env::var_os("AUDIT_BENCH_KEEP").is_none() {
+        let _ = std::fs::remove_file(&file);
+    }
+}
+
 /// Runs `command` with its output thrown away; the seconds it took.
 fn dump(mut command: Command) -> f64 {
     let started = Instant::now();
@@ -152,6 +274,7 @@ async fn bench_exports(
     total: usize,
     smaller_from: DateTime<Utc>,
     dump_of: impl Fn(Option<i64>) -> Command,
+    verify_in: Option<&std::path::Path>,
 ) {
     let address = serve(store).await;
     let mut sink = vec![0; 256 * 1024];
@@ -192,6 +315,11 @@ async fn bench_exports(
             );
         }
     }
+    if let Some(dir) = verify_in {
+        for format in ["json", "ndjson"] {
+            verify_export(address, format, dir).await;
+        }
+    }
 }
 
 fn main() {
@@ -205,6 +333,8 @@ fn main() {
     runtime.block_on(async {
         if backends.contains("sqlite") {
             let dir = tempfile::tempdir().expect("tempdir");
+            // `AUDIT_BENCH_KEEP=DIR` keeps the verified downloads there (for profiling).
+            let kept = std::env::var_os("AUDIT_BENCH_KEEP").map(std::path::PathBuf::from);
             let file = dir.path().join("export.db");
             let url = format!("sqlite://{}", file.display());
             let store = SqliteStore::connect(&url).await.expect("sqlite");
@@ -218,7 +348,7 @@ fn main() {
                     "SELECT {DUMP_COLUMNS} FROM audit_events{filter} ORDER BY occurred_at DESC, id DESC"
                 ));
                 command
-            })
+            }, Some(&kept.unwrap_or_else(|| dir.path().to_owned())))
             .await;
         }
         if backends.contains("postgres")
@@ -247,7 +377,7 @@ fn main() {
                      ORDER BY occurred_at DESC, id DESC) TO STDOUT WITH (FORMAT csv)"
                 ));
                 command
-            })
+            }, None)
             .await;
             audit_store::testing::drop_postgres_schema(&store)
                 .await

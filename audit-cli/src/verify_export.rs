@@ -8,7 +8,8 @@
 //! manifest and checkpoint vouch for when those positions are in the file; finally the
 //! SHA-256 of the bytes, which catches every other change.
 
-use std::collections::{BTreeMap, HashSet};
+mod layout;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -29,10 +30,9 @@ pub fn default_manifest(file: &Path) -> PathBuf {
 /// Verifies `file` against `manifest` and prints the report.
 pub fn run(file: &Path, manifest: Option<&Path>, key: &VerifyingKey) -> Outcome {
     let manifest_path = manifest.map_or_else(|| default_manifest(file), Path::to_path_buf);
-    let bytes = match std::fs::read(file) {
-        Ok(bytes) => bytes,
-        Err(error) => return Outcome::Error(format!("cannot read {}: {error}", file.display())),
-    };
+    if let Err(error) = std::fs::metadata(file) {
+        return Outcome::Error(format!("cannot read {}: {error}", file.display()));
+    }
     let manifest: Value = match std::fs::read(&manifest_path)
         .map_err(|e| e.to_string())
         .and_then(|text| serde_json::from_slice(&text).map_err(|e| e.to_string()))
@@ -46,7 +46,7 @@ pub fn run(file: &Path, manifest: Option<&Path>, key: &VerifyingKey) -> Outcome 
         }
     };
     let mut report = String::new();
-    let result = check(&bytes, &manifest, key, &mut report);
+    let result = check(file, &manifest, key, &mut report);
     print!("{report}");
     match result {
         Ok(()) => {
@@ -62,7 +62,7 @@ pub fn run(file: &Path, manifest: Option<&Path>, key: &VerifyingKey) -> Outcome 
 }
 
 fn check(
-    bytes: &[u8],
+    file: &Path,
     manifest: &Value,
     key: &VerifyingKey,
     out: &mut String,
@@ -102,21 +102,29 @@ fn check(
             Some(checkpoint)
         }
     };
-    let rows = parse_rows(bytes, format)?;
-    if rows.count != row_count {
+    // One pass over a file in the layout the router writes (every format's rows on lines
+    // of their own), rows parsed and hashed on every core; anything else (a file that was
+    // reformatted, truncated or damaged) is read again the general way, which names the
+    // fault exactly.
+    let scan = match layout::scan(file, format, head) {
+        Ok(Some(scan)) => scan,
+        Ok(None) => general_scan(file, format, head)?,
+        Err(error) => return Err(format!("cannot read {}: {error}", file.display())),
+    };
+    if scan.count != row_count {
         return Err(format!(
             "the file has {} row(s) but the manifest lists {row_count}: rows were {}",
-            rows.count,
-            if rows.count < row_count {
+            scan.count,
+            if scan.count < row_count {
                 "removed"
             } else {
                 "added"
             }
         ));
     }
-    if rows.objects.iter().any(|row| row.get("chain").is_some()) {
-        let links = check_chain(&rows.objects, head)?;
-        let expect = |seq: u64, hash: Option<ChainHash>, what: &str| match (links.get(&seq), hash) {
+    if let Some(links) = scan.links {
+        let links = links?;
+        let expect = |seq: u64, hash: Option<ChainHash>, what: &str| match (links.get(seq), hash) {
             (Some(link), Some(hash)) if link.hash != hash => Err(format!(
                 "the row at seq {seq} does not have the hash {what} vouches for"
             )),
@@ -133,28 +141,94 @@ fn check(
                 "the signed checkpoint",
             )?;
         }
-        let range = match (links.keys().next(), links.keys().next_back()) {
+        let range = match (links.first(), links.last()) {
             (Some(lo), Some(hi)) => format!(" (seq {lo} to {hi})"),
             _ => String::new(),
         };
         let _ = writeln!(
             out,
             "rows:              {}{range}, every row's chain hash recomputed",
-            rows.count
+            scan.count
         );
     } else {
         let _ = writeln!(
             out,
             "rows:              {} (no chain field in this export: content hash only)",
-            rows.count
+            scan.count
         );
     }
-    let sha = ChainHash(Sha256::digest(bytes).into()).to_hex();
-    if manifest["sha256"].as_str() != Some(sha.as_str()) {
+    if manifest["sha256"].as_str() != Some(scan.sha256.to_hex().as_str()) {
         return Err("the file's SHA-256 differs from the manifest's: the file was altered".into());
     }
     let _ = writeln!(out, "content:           SHA-256 matches the manifest");
     Ok(())
+}
+
+/// What reading an export found, before it is compared with the manifest.
+pub(crate) struct Scan {
+    /// Rows in the file.
+    pub(crate) count: u64,
+    /// The rows' chain links when the rows carry them (JSON and NDJSON exports of every
+    /// column), or the first row whose link is wrong.
+    pub(crate) links: Option<Result<Links, String>>,
+    /// The SHA-256 of the file's bytes.
+    pub(crate) sha256: ChainHash,
+}
+
+/// The chain links of an export's rows, by position.
+pub(crate) struct Links(Vec<audit_store::ChainLink>);
+
+impl Links {
+    /// Sorts `links` by position: `Err` names a repeated position.
+    pub(crate) fn new(mut links: Vec<audit_store::ChainLink>) -> Result<Links, u64> {
+        links.sort_unstable_by_key(|link| link.seq);
+        if let Some(pair) = links.windows(2).find(|pair| pair[0].seq == pair[1].seq) {
+            return Err(pair[0].seq);
+        }
+        Ok(Links(links))
+    }
+    fn get(&self, seq: u64) -> Option<&audit_store::ChainLink> {
+        let index = self.0.binary_search_by_key(&seq, |link| link.seq).ok()?;
+        self.0.get(index)
+    }
+    fn first(&self) -> Option<u64> {
+        self.0.first().map(|link| link.seq)
+    }
+    fn last(&self) -> Option<u64> {
+        self.0.last().map(|link| link.seq)
+    }
+    /// The first position whose row does not follow the row before it.
+    pub(crate) fn unlinked(&self) -> Option<u64> {
+        self.0
+            .windows(2)
+            .find(|pair| pair[1].seq == pair[0].seq + 1 && pair[1].prev_hash != pair[0].hash)
+            .map(|pair| pair[1].seq)
+    }
+}
+
+/// The message for a row at `seq` that does not follow the row before it.
+pub(crate) fn unlinked_message(seq: u64) -> String {
+    format!(
+        "the row at seq {seq} does not follow the row at seq {}",
+        seq - 1
+    )
+}
+
+/// The whole file read and parsed at once: the file is not in the layout the router writes,
+/// so it fails its SHA-256 in any case; this reading names the first fault exactly.
+fn general_scan(file: &Path, format: &str, head: u64) -> Result<Scan, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let rows = parse_rows(&bytes, format)?;
+    let links = rows
+        .objects
+        .iter()
+        .any(|row| row.get("chain").is_some())
+        .then(|| check_chain(&rows.objects, head));
+    Ok(Scan {
+        count: rows.count,
+        links,
+        sha256: ChainHash(Sha256::digest(&bytes).into()),
+    })
 }
 
 struct Rows {
@@ -230,13 +304,8 @@ fn parse_rows(bytes: &[u8], format: &str) -> Result<Rows, String> {
 }
 
 /// Checks every row's own hash, position and order; returns the links by position.
-fn check_chain(
-    rows: &[serde_json::Map<String, Value>],
-    head: u64,
-) -> Result<BTreeMap<u64, audit_store::ChainLink>, String> {
-    let mut links = BTreeMap::new();
-    let mut seen = HashSet::new();
-    let mut previous = None;
+fn check_chain(rows: &[serde_json::Map<String, Value>], head: u64) -> Result<Links, String> {
+    let mut order = layout::RowOrder::new(head);
     for (i, row) in rows.iter().enumerate() {
         let n = i + 1;
         let event: AuditEvent = serde_json::from_value(Value::Object(row.clone()))
@@ -244,42 +313,155 @@ fn check_chain(
         let link = event
             .chain
             .ok_or_else(|| format!("row {n} has no chain link"))?;
-        if link.recompute(&event) != link.hash {
-            return Err(format!(
-                "row {n} (seq {}, id {}) was modified: its content no longer matches its chain hash",
-                link.seq, event.id
-            ));
-        }
-        if link.seq > head {
-            return Err(format!(
-                "row {n} has seq {} beyond the pinned chain head {head}",
-                link.seq
-            ));
-        }
-        if !seen.insert(link.seq) {
-            return Err(format!("row {n} repeats seq {}", link.seq));
-        }
-        let key = (event.occurred_at, event.id);
-        if let Some(before) = previous
-            && key > before
-        {
-            return Err(format!(
-                "row {n} (seq {}) is out of order: exports list events newest first",
-                link.seq
-            ));
-        }
-        previous = Some(key);
-        links.insert(link.seq, link);
+        let row = layout::CheckedRow {
+            link,
+            modified: link.recompute(&event) != link.hash,
+            key: (event.occurred_at, event.id),
+        };
+        order.next(n as u64, &row);
     }
-    for (seq, link) in &links {
-        if let Some(before) = seq.checked_sub(1).and_then(|s| links.get(&s))
-            && link.prev_hash != before.hash
-        {
-            return Err(format!(
-                "the row at seq {seq} does not follow the row at seq {}",
-                seq - 1
-            ));
+    order.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use audit_store::{Action, ChainLink, ChainVersion, HttpFacts};
+
+    use super::*;
+
+    /// A chain of `count` events as NDJSON lines, newest first, as the router writes them.
+    fn rows(count: u64) -> Vec<String> {
+        let mut previous = ChainHash::GENESIS;
+        let start = chrono::Utc::now();
+        let mut lines: Vec<String> = (1..=count)
+            .map(|seq| {
+                let mut event = AuditEvent::builder("Model", Action::Update)
+                    .occurred_at(start + chrono::Duration::seconds(seq as i64))
+                    .http(HttpFacts::new("PUT", "/m/{id}", format!("/m/{seq}"), 200))
+                    .resource(seq.to_string(), format!("model, \"{seq}\""))
+                    .attribute("n", seq)
+                    .build();
+                let mut link = ChainLink {
+                    seq,
+                    prev_hash: previous,
+                    hash: ChainHash::GENESIS,
+                    version: ChainVersion::V2,
+                };
+                link.hash = link.recompute(&event);
+                previous = link.hash;
+                event.chain = Some(link);
+                serde_json::to_string(&event).unwrap()
+            })
+            .collect();
+        lines.reverse();
+        lines
+    }
+
+    fn as_format(lines: &[String], format: &str) -> String {
+        match format {
+            "json" if lines.is_empty() => "[\n]\n".to_owned(),
+            "json" => format!("[\n{}\n]\n", lines.join(",\n")),
+            _ => lines.iter().map(|line| format!("{line}\n")).collect(),
         }
     }
-    Ok(links)
+
+    /// What a scan found, comparable.
+    fn summary(scan: &Scan) -> (u64, Option<Result<Vec<u64>, String>>, String) {
+        let links = scan.links.as_ref().map(|links| match links {
+            Ok(links) => Ok(links.0.iter().map(|link| link.seq).collect()),
+            Err(fault) => Err(fault.clone()),
+        });
+        (scan.count, links, scan.sha256.to_hex())
+    }
+
+    /// The one-pass reading finds what the general reading finds, faults included, in both
+    /// formats, across blocks.
+    #[test]
+    fn the_fast_reading_agrees_with_the_general_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let intact = rows(40);
+        let mut swapped = intact.clone();
+        swapped.swap(3, 4);
+        let mut repeated = intact.clone();
+        repeated.insert(10, intact[10].clone());
+        let modified: Vec<String> = intact
+            .iter()
+            .map(|line| line.replacen("model, \\\"7\\\"", "model, \\\"8\\\"", 1))
+            .collect();
+        let mut removed_middle = intact.clone();
+        removed_middle.remove(20);
+        let unlinked: Vec<String> = {
+            // Row 30's link says another predecessor, and its own hash follows from that.
+            let mut event: AuditEvent = serde_json::from_str(&intact[10]).unwrap();
+            let mut link = event.chain.unwrap();
+            link.prev_hash = ChainHash::from_hex(&"ab".repeat(32)).unwrap();
+            link.hash = link.recompute(&event);
+            event.chain = Some(link);
+            let mut lines = intact.clone();
+            lines[10] = serde_json::to_string(&event).unwrap();
+            lines
+        };
+        let cases = [
+            ("intact", intact, None),
+            ("swapped", swapped, Some("is out of order")),
+            ("repeated", repeated, Some("repeats seq 30")),
+            ("modified", modified, Some("was modified")),
+            ("removed", removed_middle, None),
+            ("unlinked", unlinked, Some("does not follow the row at seq")),
+            ("empty", Vec::new(), None),
+        ];
+        for format in ["json", "ndjson"] {
+            for (name, lines, fault) in &cases {
+                let file = dir.path().join(format!("{name}.{format}"));
+                std::fs::write(&file, as_format(lines, format)).unwrap();
+                let fast = layout::scan(&file, format, 40).unwrap();
+                let fast = fast.unwrap_or_else(|| panic!("{format} {name}: not in the layout"));
+                let general = general_scan(&file, format, 40).unwrap();
+                assert_eq!(summary(&fast), summary(&general), "{format} {name}");
+                match (fault, &fast.links) {
+                    (Some(fault), Some(Err(found))) => {
+                        assert!(found.contains(fault), "{format} {name}: {found}")
+                    }
+                    (None, Some(Ok(_))) | (None, None) => {}
+                    (expected, found) => panic!(
+                        "{format} {name}: expected {expected:?}, found {:?}",
+                        found.as_ref().map(|f| f.as_ref().err())
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Files outside the router's layout are left to the general reading.
+    #[test]
+    fn other_layouts_are_read_the_general_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = rows(3);
+        let pretty: Vec<Value> = lines
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let cases = [
+            ("json", serde_json::to_string_pretty(&pretty).unwrap()),
+            ("json", as_format(&lines, "json").trim_end().to_owned()),
+            ("json", format!("[\n{},\n]\n", lines.join(",\n"))),
+            (
+                "ndjson",
+                format!(
+                    "{}{{\"error\":\"export_failed\"}}\n",
+                    as_format(&lines, "ndjson")
+                ),
+            ),
+            ("ndjson", as_format(&lines, "ndjson").trim_end().to_owned()),
+            ("ndjson", as_format(&lines, "json")),
+        ];
+        for (n, (format, text)) in cases.iter().enumerate() {
+            let file = dir.path().join(format!("{n}.{format}"));
+            std::fs::write(&file, text).unwrap();
+            assert!(
+                layout::scan(&file, format, 3).unwrap().is_none(),
+                "case {n}"
+            );
+        }
+    }
 }

@@ -198,9 +198,42 @@ impl ChainLink {
     /// [`ChainLink::recompute`] as if the event were at `seq` (to find where a moved row
     /// was written).
     pub fn recompute_at(&self, seq: u64, event: &AuditEvent) -> ChainHash {
+        self.recompute_view_at(seq, &EventView::of(event))
+    }
+
+    /// [`ChainLink::recompute`] from an event's borrowed fields, for a verifier that reads
+    /// rows without building events.
+    ///
+    /// Attributes given as JSON text ([`AttributesView::Json`]) are hashed as they are, which
+    /// is the canonical form when a store or an export wrote them (serde_json's compact form
+    /// of the sorted map). Only a *match* with [`ChainLink::hash`] may be relied on: it proves
+    /// the text was the canonical form that was hashed. A mismatch must be decided on the
+    /// decoded event ([`ChainLink::recompute`]), since other text for the same attributes
+    /// (spaces, another key order) gives another hash.
+    ///
+    /// ```
+    /// use audit_store::{Action, AuditEvent, AttributesView, ChainHash, ChainLink, ChainVersion, EventView, HttpFacts};
+    /// let event = AuditEvent::builder("Model", Action::Create)
+    ///     .http(HttpFacts::new("POST", "/api/models", "/api/models", 201))
+    ///     .attribute("rows", 3)
+    ///     .build();
+    /// let mut link = ChainLink { seq: 1, prev_hash: ChainHash::GENESIS, hash: ChainHash::GENESIS, version: ChainVersion::V2 };
+    /// link.hash = link.recompute(&event);
+    /// let text = EventView { attributes: AttributesView::Json(r#"{"rows":3}"#), ..EventView::of(&event) };
+    /// assert_eq!(link.recompute_view(&text), link.hash);
+    /// ```
+    pub fn recompute_view(&self, event: &EventView<'_>) -> ChainHash {
+        self.recompute_view_at(self.seq, event)
+    }
+
+    fn recompute_view_at(&self, seq: u64, event: &EventView<'_>) -> ChainHash {
+        let mut json = Vec::with_capacity(768);
+        write_canonical_fields(event, &mut json);
         match self.version {
-            ChainVersion::V1 => chain_hash(&self.prev_hash, seq, event),
-            ChainVersion::V2 => chain_step(&self.prev_hash, seq, &content_digest(event)),
+            ChainVersion::V1 => chain_hash_of_canonical(&self.prev_hash, seq, &json),
+            ChainVersion::V2 => {
+                chain_step(&self.prev_hash, seq, &content_digest_of_canonical(&json))
+            }
         }
     }
 }
@@ -273,9 +306,14 @@ pub(crate) const CHAIN_TAG_V2: &[u8] = b"audit-chain-v2\0";
 
 /// The version 2 content digest of `event`: SHA-256 of its canonical JSON.
 pub fn content_digest(event: &AuditEvent) -> [u8; 32] {
+    content_digest_of_canonical(&canonical_json(event))
+}
+
+/// [`content_digest`] of an event's canonical JSON.
+fn content_digest_of_canonical(json: &[u8]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(CONTENT_TAG_V2);
-    hasher.update(canonical_json(event));
+    hasher.update(json);
     hasher.finalize().into()
 }
 
@@ -365,11 +403,16 @@ pub fn chain_step(prev: &ChainHash, seq: u64, content: &[u8; 32]) -> ChainHash {
 
 /// The chain hash of `event` at `seq` after `prev`.
 pub fn chain_hash(prev: &ChainHash, seq: u64, event: &AuditEvent) -> ChainHash {
+    chain_hash_of_canonical(prev, seq, &canonical_json(event))
+}
+
+/// [`chain_hash`] of an event's canonical JSON.
+fn chain_hash_of_canonical(prev: &ChainHash, seq: u64, json: &[u8]) -> ChainHash {
     let mut hasher = Sha256::new();
     hasher.update(CHAIN_TAG);
     hasher.update(prev.0);
     hasher.update(seq.to_be_bytes());
-    hasher.update(canonical_json(event));
+    hasher.update(json);
     ChainHash(hasher.finalize().into())
 }
 
