@@ -338,9 +338,24 @@ impl std::io::Write for StringWriter<'_> {
 /// Rows per batch an export reads at a time (the store's export chunk).
 pub(crate) const BATCH_ROWS: usize = crate::store::EXPORT_CHUNK;
 
-/// `events` in batches of up to [`BATCH_ROWS`], for a store without a batch reader of its
-/// own: what is ready is batched, so a batch never waits for more rows; an error ends the
-/// batch before it and follows it.
+/// `events` in batches of up to 2,000 (the store's export chunk), for a store without a
+/// batch reader of its own: what is ready is batched, so a batch never waits for more rows;
+/// an error ends the batch before it and follows it.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use audit_store::{Action, AuditEvent, HttpFacts, batches_of};
+/// use futures_util::{StreamExt, stream};
+/// let events = (0..3).map(|_| {
+///     Ok(AuditEvent::builder("Model", Action::Create)
+///         .http(HttpFacts::new("POST", "/api/models", "/api/models", 201))
+///         .build())
+/// });
+/// let mut batches = batches_of(stream::iter(events.collect::<Vec<_>>()).boxed());
+/// let batch = batches.next().await.unwrap().unwrap();
+/// assert_eq!(batch.len(), 3);
+/// # });
+/// ```
 pub fn batches_of(events: EventStream) -> BatchStream {
     events
         .ready_chunks(BATCH_ROWS)
