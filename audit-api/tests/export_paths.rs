@@ -65,7 +65,12 @@ fn events() -> Vec<AuditEvent> {
     let mut events = vec![
         AuditEvent::builder("Dataset Rule ✓", Action::custom("change_model").unwrap())
             .occurred_at(Utc.timestamp_micros(1_767_225_600_123_456).unwrap())
-            .http(HttpFacts::new("PATCH", "/api/plans/{id}", "/api/plans/a,b", 599))
+            .http(HttpFacts::new(
+                "PATCH",
+                "/api/plans/{id}",
+                "/api/plans/a,b",
+                599,
+            ))
             .tenant("acme")
             .request_id("r".repeat(64))
             .actor_id("=cmd|' /C calc'!A0")
@@ -76,8 +81,14 @@ fn events() -> Vec<AuditEvent> {
             .duration_ms(0.1 + 0.2)
             .client_ip("2001:db8::1")
             .user_agent("@evil")
-            .attribute("changes", json!({"name": ["a", "b"], "n": [null, 3.5, 1e300]}))
-            .attribute("nested", json!({"z": [1, {"y": "😀"}], "a": {}, "é": "\"\\"}))
+            .attribute(
+                "changes",
+                json!({"name": ["a", "b"], "n": [null, 3.5, 1e300]}),
+            )
+            .attribute(
+                "nested",
+                json!({"z": [1, {"y": "😀"}], "a": {}, "é": "\"\\"}),
+            )
             .attribute("big", json!([u64::MAX, i64::MIN, 0.000_001]))
             .build(),
         AuditEvent::builder("Model", Action::Create)
