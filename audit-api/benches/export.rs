@@ -10,28 +10,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use audit_api::{Access, AuditRouter, Viewer};
+use audit_api::AuditRouter;
 use audit_store::{Action, AuditEvent, AuditStore, HttpFacts, Outcome, SqliteStore, TenantScope};
 use chrono::Utc;
-use http::request::Parts;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn auditor(_: &Parts) -> std::future::Ready<Access> {
-    std::future::ready(Access::Viewer(
-        Viewer::new(TenantScope::All)
-            .email("bench@ops.test")
-            .can_view(true)
-            .can_export(true),
-    ))
-}
+mod common;
+use common::{auditor, env_count};
 
 const CATEGORIES: [&str; 7] = [
     "Model",

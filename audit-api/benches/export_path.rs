@@ -18,72 +18,23 @@
 #[path = "../../audit-store/benches/common/realistic_events.rs"]
 mod realistic_events;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use audit_api::{Access, AuditRouter, Viewer};
-use audit_store::{AuditStore, CheckpointSigner, SqliteStore, TenantScope};
+use audit_api::AuditRouter;
+use audit_store::{AuditStore, CheckpointSigner, SqliteStore};
 use chrono::{DateTime, Utc};
-use http::request::Parts;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-struct Counting;
+#[path = "../tests/common/counting_allocator.rs"]
+mod counting_allocator;
+use counting_allocator::{CURRENT, PEAK};
 
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the counters are
-// plain atomics and never affect the memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let pointer = unsafe { System.alloc(layout) };
-        if !pointer.is_null() {
-            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        pointer
-    }
-    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(pointer, layout) };
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let moved = unsafe { System.realloc(pointer, layout, new_size) };
-        if !moved.is_null() {
-            if new_size >= layout.size() {
-                let grown = new_size - layout.size();
-                let now = CURRENT.fetch_add(grown, Ordering::Relaxed) + grown;
-                PEAK.fetch_max(now, Ordering::Relaxed);
-            } else {
-                CURRENT.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-            }
-        }
-        moved
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn auditor(_: &Parts) -> std::future::Ready<Access> {
-    std::future::ready(Access::Viewer(
-        Viewer::new(TenantScope::All)
-            .email("bench@ops.test")
-            .can_view(true)
-            .can_export(true),
-    ))
-}
+mod common;
+use common::{auditor, env_count};
 
 /// Appends the realistic log of `total` events; returns the time of the 100,000th newest,
 /// from which the smaller export starts.

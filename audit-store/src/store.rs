@@ -644,28 +644,6 @@ impl<C> Future for InFlight<C> {
     }
 }
 
-/// Walks a keyset in chunks of `chunk` rows, fetching chunk n + 1 while the consumer works
-/// through chunk n: the database and the consumer (an encoder, a hasher) overlap instead of
-/// taking turns. At most two chunks are in memory.
-fn prefetching_walk<K, F, Fut>(
-    start: K,
-    chunk: usize,
-    fetch: F,
-    next_key: fn(&AuditEvent) -> K,
-) -> EventStream
-where
-    K: Send + 'static,
-    F: Fn(K) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Vec<AuditEvent>, StoreError>> + Send + 'static,
-{
-    prefetching_chunks(start, chunk, fetch, move |rows: &Vec<AuditEvent>| {
-        rows.last().map(next_key)
-    })
-    .map_ok(|rows| stream::iter(rows.into_iter().map(Ok::<_, StoreError>)))
-    .try_flatten()
-    .boxed()
-}
-
 /// What [`prefetching_chunks`] reads: a chunk of rows, full or the last.
 trait Chunk: Send + 'static {
     fn len(&self) -> usize;
@@ -683,8 +661,10 @@ impl Chunk for EventBatch {
     }
 }
 
-/// [`prefetching_walk`] in chunks, of any rows; `next_key` is the key after a chunk's last
-/// row (`None` for an empty chunk).
+/// Walks a keyset in chunks of `chunk` rows, fetching chunk n + 1 while the consumer works
+/// through chunk n: the database and the consumer (an encoder, a hasher) overlap instead of
+/// taking turns. At most two chunks are in memory. `next_key` is the key after a chunk's
+/// last row (`None` for an empty chunk).
 fn prefetching_chunks<K, C, F, Fut, N>(
     start: K,
     chunk: usize,
@@ -877,71 +857,91 @@ async fn candidates_plan<S: Backend>(
     })
 }
 
-/// [`AuditStore::export`] for any backend: a keyset walk in [`EXPORT_CHUNK`]-row chunks.
-///
-/// Each chunk is its own short query, so an export never pins a connection or a snapshot
-/// for the whole download (which on SQLite would block WAL checkpoints), and a slow client
-/// simply delays the next chunk.
+/// [`AuditStore::export`] for any backend: [`export_chunks`] of events.
 pub(crate) fn export_stream<S: Backend>(
     source: S,
     filter: EventFilter,
     scope: TenantScope,
 ) -> EventStream {
-    if let Err(invalid) = filter.validate() {
-        return stream::once(async move { Err(StoreError::from(invalid)) }).boxed();
-    }
-    // Decided once per export: the filter does not change between its chunks.
-    let plan = Arc::new(tokio::sync::OnceCell::<Plan>::new());
-    prefetching_walk(
-        None,
-        EXPORT_CHUNK,
-        move |after: Option<Position>| {
-            let source = source.clone();
-            let filter = filter.clone();
-            let scope = scope.clone();
-            let plan = plan.clone();
-            async move {
-                let plan = plan
-                    .get_or_try_init(|| self::plan(&source, &filter, &scope))
-                    .await?;
-                source
-                    .fetch_after(plan, &filter, &scope, after, EXPORT_CHUNK)
-                    .await
-            }
+    export_chunks(
+        source,
+        filter,
+        scope,
+        |source: S, plan: Plan, filter: EventFilter, scope: TenantScope, after| async move {
+            source
+                .fetch_after(&plan, &filter, &scope, after, EXPORT_CHUNK)
+                .await
         },
-        |last| Some(Position::of(last)),
+        |rows: &Vec<AuditEvent>| rows.last().map(Position::of),
     )
+    .map_ok(|rows| stream::iter(rows.into_iter().map(Ok::<_, StoreError>)))
+    .try_flatten()
+    .boxed()
 }
 
-/// [`AuditStore::export_batches`] for any backend: [`export_stream`]'s walk, each chunk read
-/// as one [`EventBatch`] ([`Backend::fetch_batch_after`]).
+/// [`AuditStore::export_batches`] for any backend: [`export_chunks`], each chunk read as one
+/// [`EventBatch`] ([`Backend::fetch_batch_after`]).
 pub(crate) fn export_batch_stream<S: Backend>(
     source: S,
     filter: EventFilter,
     scope: TenantScope,
 ) -> BatchStream {
+    export_chunks(
+        source,
+        filter,
+        scope,
+        |source: S, plan: Plan, filter: EventFilter, scope: TenantScope, after| async move {
+            source
+                .fetch_batch_after(&plan, &filter, &scope, after, EXPORT_CHUNK)
+                .await
+        },
+        |batch: &EventBatch| batch.last().map(|last| last.position()),
+    )
+}
+
+/// An export's keyset walk in [`EXPORT_CHUNK`]-row chunks, each read by `read` (events or a
+/// batch) after the position `last` gives of the chunk before.
+///
+/// Each chunk is its own short query, so an export never pins a connection or a snapshot
+/// for the whole download (which on SQLite would block WAL checkpoints), and a slow client
+/// simply delays the next chunk.
+fn export_chunks<S, C, R, Fut>(
+    source: S,
+    filter: EventFilter,
+    scope: TenantScope,
+    read: R,
+    last: fn(&C) -> Option<Position>,
+) -> BoxStream<'static, Result<C, StoreError>>
+where
+    S: Backend,
+    C: Chunk,
+    R: Fn(S, Plan, EventFilter, TenantScope, Option<Position>) -> Fut
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    Fut: Future<Output = Result<C, StoreError>> + Send + 'static,
+{
     if let Err(invalid) = filter.validate() {
         return stream::once(async move { Err(StoreError::from(invalid)) }).boxed();
     }
+    // Decided once per export: the filter does not change between its chunks.
     let plan = Arc::new(tokio::sync::OnceCell::<Plan>::new());
     prefetching_chunks(
         None,
         EXPORT_CHUNK,
         move |after: Option<Position>| {
-            let source = source.clone();
-            let filter = filter.clone();
-            let scope = scope.clone();
-            let plan = plan.clone();
+            let (source, filter, scope) = (source.clone(), filter.clone(), scope.clone());
+            let (plan, read) = (plan.clone(), read.clone());
             async move {
                 let plan = plan
                     .get_or_try_init(|| self::plan(&source, &filter, &scope))
-                    .await?;
-                source
-                    .fetch_batch_after(plan, &filter, &scope, after, EXPORT_CHUNK)
-                    .await
+                    .await?
+                    .clone();
+                read(source, plan, filter, scope, after).await
             }
         },
-        |batch: &EventBatch| batch.last().map(|last| Some(last.position())),
+        move |chunk: &C| last(chunk).map(Some),
     )
 }
 

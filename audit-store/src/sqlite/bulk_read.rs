@@ -206,15 +206,8 @@ fn read_batch(
     let mut batch = EventBatch::with_capacity(BATCH_ROWS, 720);
     while let Some(row) = rows.next().map_err(read_error)? {
         let seq = Column::new(row, 0, "seq").integer()?;
-        let column = |index: usize, name: &'static str| Column::new(row, index, name).of_seq(seq);
-        let link = ChainLink::from_stored(
-            seq,
-            column(1, "prev_hash").blob()?,
-            column(2, "hash").blob()?,
-            column(24, "chain_version").integer()?,
-        )
-        .ok();
-        let fields = match (link, column(3, "id").uuid()) {
+        let link = stored_link(row, seq).ok();
+        let fields = match (link, Column::new(row, 3, "id").of_seq(seq).uuid()) {
             (Some(link), Ok(id)) => row_fields(row, seq, id, Some(link)),
             _ => None,
         };
@@ -250,17 +243,22 @@ fn check_rows(
     let mut hasher = LinkHasher::with_capacity(5000);
     while let Some(row) = rows.next().map_err(read_error)? {
         let seq = Column::new(row, 0, "seq").integer()?;
-        let column = |index: usize, name: &'static str| Column::new(row, index, name).of_seq(seq);
-        let link = ChainLink::from_stored(
-            seq,
-            column(1, "prev_hash").blob()?,
-            column(2, "hash").blob()?,
-            column(24, "chain_version").integer()?,
-        )?;
-        let id = column(3, "id").uuid()?;
+        let link = stored_link(row, seq)?;
+        let id = Column::new(row, 3, "id").of_seq(seq).uuid()?;
         hasher.push(link, id, |out| write_row_canonical(row, seq, id, out));
     }
     Ok(hasher.finish())
+}
+
+/// The chain link of the row at `seq` (columns 1, 2 and 24 of `sql::ROW_COLUMNS`).
+fn stored_link(row: &Row<'_>, seq: i64) -> Result<ChainLink, StoreError> {
+    let column = |index: usize, name: &'static str| Column::new(row, index, name).of_seq(seq);
+    ChainLink::from_stored(
+        seq,
+        column(1, "prev_hash").blob()?,
+        column(2, "hash").blob()?,
+        column(24, "chain_version").integer()?,
+    )
 }
 
 /// Appends the row's canonical JSON, written from its column values, to `out`; `false` (and
