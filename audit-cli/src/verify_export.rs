@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use audit_store::{AuditEvent, ChainHash, Checkpoint};
 use ed25519_dalek::VerifyingKey;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::Outcome;
 
@@ -214,118 +213,175 @@ pub(crate) fn unlinked_message(seq: u64) -> String {
     )
 }
 
-/// The whole file read and parsed at once: the file is not in the layout the router writes,
-/// so it fails its SHA-256 in any case; this reading names the first fault exactly.
+/// The general reading, for a file not in the layout the router writes (so it fails its
+/// SHA-256 in any case): the file streamed through its format's parser one row at a time,
+/// each row a JSON value, so memory stays bounded however large the file; this reading names
+/// the first fault exactly.
 fn general_scan(file: &Path, format: &str, head: u64) -> Result<Scan, String> {
-    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let rows = parse_rows(&bytes, format)?;
-    let links = rows
-        .objects
-        .iter()
-        .any(|row| row.get("chain").is_some())
-        .then(|| check_chain(&rows.objects, head));
+    let opened =
+        std::fs::File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    // Every byte read from the file passes through the hashing reader once, whatever the
+    // parser above the buffer reads ahead.
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, layout::Hashing::new(opened));
+    let mut rows = GeneralRows::new(head);
+    match format {
+        "json" => {
+            let mut deserializer = serde_json::Deserializer::from_reader(&mut reader);
+            let array = serde::de::Deserializer::deserialize_seq(&mut deserializer, &mut rows)
+                .and_then(|()| deserializer.end());
+            array.map_err(|e| {
+                format!("the file is not one complete JSON array: truncated or altered ({e})")
+            })?;
+            if let Some(fault) = rows.fault.take() {
+                return Err(fault);
+            }
+        }
+        "ndjson" => {
+            let mut line = Vec::new();
+            let mut fault = None;
+            let mut n = 0;
+            loop {
+                line.clear();
+                let read = std::io::BufRead::read_until(&mut reader, b'\n', &mut line)
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+                if read == 0 {
+                    break;
+                }
+                n += 1;
+                if !line.ends_with(b"\n") {
+                    return Err("the file does not end with a complete line: truncated".into());
+                }
+                let text = &line[..line.len() - 1];
+                if text.is_empty() || fault.is_some() {
+                    continue;
+                }
+                match serde_json::from_slice::<Value>(text) {
+                    Ok(value) if value.get("error").is_some() && value.get("id").is_none() => {
+                        fault = Some(format!("line {n}: the export failed midway on the server"));
+                    }
+                    Ok(value) => {
+                        rows.row(value);
+                        fault = rows.fault.take();
+                    }
+                    Err(e) => {
+                        fault = Some(format!(
+                            "line {n} is not valid JSON: truncated or altered ({e})"
+                        ));
+                    }
+                }
+            }
+            if let Some(fault) = fault {
+                return Err(fault);
+            }
+        }
+        "csv" => {
+            let mut csv = csv::ReaderBuilder::new()
+                .has_headers(true)
+                .from_reader(&mut reader);
+            let mut record = csv::ByteRecord::new();
+            while csv
+                .read_byte_record(&mut record)
+                .map_err(|e| format!("the file is not valid CSV: {e}"))?
+            {
+                rows.count += 1;
+            }
+        }
+        other => return Err(format!("unknown export format {other:?} in the manifest")),
+    }
+    std::io::copy(&mut reader, &mut std::io::sink())
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     Ok(Scan {
         count: rows.count,
-        links,
-        sha256: ChainHash(Sha256::digest(&bytes).into()),
+        links: rows.links(),
+        sha256: reader.into_inner().finish(),
     })
 }
 
-struct Rows {
+/// The rows of the general reading as they come: counted, and checked as chain rows once
+/// one carries `chain` (a row without it is then a fault at its place).
+struct GeneralRows {
     count: u64,
-    /// The rows as JSON objects (JSON and NDJSON only).
-    objects: Vec<serde_json::Map<String, Value>>,
+    order: layout::RowOrder,
+    /// Whether a row carried `chain`; the first row without one, and its fault.
+    chained: bool,
+    unchained: Option<(u64, String)>,
+    /// A row that is not a JSON object (the file is then not an export at all).
+    fault: Option<String>,
 }
 
-fn parse_rows(bytes: &[u8], format: &str) -> Result<Rows, String> {
-    let object = |value: Value, n: usize| match value {
-        Value::Object(map) => Ok(map),
-        _ => Err(format!("row {n} is not a JSON object")),
-    };
-    match format {
-        "json" => {
-            let values: Vec<Value> = serde_json::from_slice(bytes).map_err(|e| {
-                format!("the file is not one complete JSON array: truncated or altered ({e})")
-            })?;
-            let objects = values
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| object(v, i + 1))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Rows {
-                count: objects.len() as u64,
-                objects,
-            })
+impl GeneralRows {
+    fn new(head: u64) -> Self {
+        GeneralRows {
+            count: 0,
+            order: layout::RowOrder::new(head),
+            chained: false,
+            unchained: None,
+            fault: None,
         }
-        "ndjson" => {
-            if !bytes.is_empty() && !bytes.ends_with(b"\n") {
-                return Err("the file does not end with a complete line: truncated".into());
-            }
-            let mut objects = Vec::new();
-            for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
-                if line.is_empty() {
-                    continue;
-                }
-                let value: Value = serde_json::from_slice(line).map_err(|e| {
-                    format!(
-                        "line {} is not valid JSON: truncated or altered ({e})",
-                        i + 1
-                    )
-                })?;
-                if value.get("error").is_some() && value.get("id").is_none() {
-                    return Err(format!(
-                        "line {}: the export failed midway on the server",
-                        i + 1
-                    ));
-                }
-                objects.push(object(value, i + 1)?);
-            }
-            Ok(Rows {
-                count: objects.len() as u64,
-                objects,
-            })
-        }
-        "csv" => {
-            let mut reader = csv::ReaderBuilder::new()
-                .has_headers(true)
-                .from_reader(bytes);
-            let mut count = 0u64;
-            for record in reader.records() {
-                record.map_err(|e| format!("the file is not valid CSV: {e}"))?;
-                count += 1;
-            }
-            Ok(Rows {
-                count,
-                objects: Vec::new(),
-            })
-        }
-        other => Err(format!("unknown export format {other:?} in the manifest")),
     }
-}
 
-/// Checks every row's own hash, position and order; returns the links by position.
-fn check_chain(rows: &[serde_json::Map<String, Value>], head: u64) -> Result<Links, String> {
-    let mut order = layout::RowOrder::new(head);
-    for (i, row) in rows.iter().enumerate() {
-        let n = i + 1;
-        let event: AuditEvent = serde_json::from_value(Value::Object(row.clone()))
-            .map_err(|e| format!("row {n} is not an audit event: {e}"))?;
-        let link = event
-            .chain
-            .ok_or_else(|| format!("row {n} has no chain link"))?;
-        let row = layout::CheckedRow {
-            link,
-            modified: link.recompute(&event) != link.hash,
-            key: (event.occurred_at, event.id),
+    /// Row `count + 1`.
+    fn row(&mut self, value: Value) {
+        self.count += 1;
+        let n = self.count;
+        let Value::Object(row) = value else {
+            self.fault
+                .get_or_insert_with(|| format!("row {n} is not a JSON object"));
+            return;
         };
-        order.next(n as u64, &row);
+        self.chained |= row.contains_key("chain");
+        let event = serde_json::from_value::<AuditEvent>(Value::Object(row));
+        let link = match &event {
+            Ok(event) => event.chain,
+            Err(_) => None,
+        };
+        match (event, link) {
+            (Ok(event), Some(link)) => {
+                let row = layout::CheckedRow {
+                    link,
+                    modified: link.recompute(&event) != link.hash,
+                    key: (event.occurred_at, event.id),
+                };
+                self.order.next(n, &row);
+            }
+            (Ok(_), None) => self.not_chained(n, format!("row {n} has no chain link")),
+            (Err(e), _) => self.not_chained(n, format!("row {n} is not an audit event: {e}")),
+        }
     }
-    order.finish()
+
+    fn not_chained(&mut self, n: u64, fault: String) {
+        if self.unchained.is_none() {
+            self.unchained = Some((n, fault));
+        }
+    }
+
+    /// The links, when the rows carry them: the first fault in file order wins.
+    fn links(self) -> Option<Result<Links, String>> {
+        if !self.chained {
+            return None;
+        }
+        let unchained = self.unchained;
+        Some(self.order.finish_with(unchained))
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for &mut GeneralRows {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON array of events")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        while let Some(value) = items.next_element::<Value>()? {
+            self.row(value);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use audit_store::{Action, ChainLink, ChainVersion, HttpFacts};
+    use sha2::{Digest, Sha256};
 
     use super::*;
 
@@ -455,6 +511,16 @@ mod tests {
             ("ndjson", as_format(&lines, "ndjson").trim_end().to_owned()),
             ("ndjson", as_format(&lines, "json")),
         ];
+        // What the general reading makes of each: the pretty and the unterminated arrays are
+        // complete exports (failing only their SHA-256 later), the others name their fault.
+        let general: [Result<u64, &str>; 6] = [
+            Ok(3),
+            Ok(3),
+            Err("the file is not one complete JSON array: truncated"),
+            Err("line 4: the export failed midway on the server"),
+            Err("the file does not end with a complete line: truncated"),
+            Err("line 1 is not valid JSON"),
+        ];
         for (n, (format, text)) in cases.iter().enumerate() {
             let file = dir.path().join(format!("{n}.{format}"));
             std::fs::write(&file, text).unwrap();
@@ -462,6 +528,21 @@ mod tests {
                 layout::scan(&file, format, 3).unwrap().is_none(),
                 "case {n}"
             );
+            match (general_scan(&file, format, 3), general[n]) {
+                (Ok(scan), Ok(count)) => {
+                    assert_eq!(scan.count, count, "case {n}");
+                    assert!(matches!(scan.links, Some(Ok(_))), "case {n}");
+                    let bytes = std::fs::read(&file).unwrap();
+                    assert_eq!(scan.sha256, ChainHash(Sha256::digest(&bytes).into()));
+                }
+                (Err(fault), Err(expected)) => {
+                    assert!(fault.starts_with(expected), "case {n}: {fault}")
+                }
+                (found, expected) => panic!(
+                    "case {n}: expected {expected:?}, found {:?}",
+                    found.map(|scan| scan.count)
+                ),
+            }
         }
     }
 }

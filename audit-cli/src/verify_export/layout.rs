@@ -89,7 +89,13 @@ impl RowOrder {
     }
 
     /// The links by position, or the first fault in file order.
-    pub(crate) fn finish(mut self) -> Result<Links, String> {
+    pub(crate) fn finish(self) -> Result<Links, String> {
+        self.finish_with(None)
+    }
+
+    /// [`RowOrder::finish`], with a fault found elsewhere at row `.0` (a row that is not a
+    /// chain row) taking part in "first in file order".
+    pub(crate) fn finish_with(mut self, other: Option<(u64, String)>) -> Result<Links, String> {
         // A repeated position is reported at the row that repeats it: the second-earliest
         // row of its group, the earliest such row over all groups.
         self.links.sort_unstable_by_key(|(link, n)| (link.seq, *n));
@@ -100,10 +106,10 @@ impl RowOrder {
             .map(|pair| (pair[1].1, pair[1].0.seq))
             .min();
         let repeat = repeat.map(|(n, seq)| (n, format!("row {n} repeats seq {seq}")));
-        let first = match (self.fault, repeat) {
-            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-            (a, b) => a.or(b),
-        };
+        let first = [self.fault, repeat, other]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(n, _)| *n);
         if let Some((_, fault)) = first {
             return Err(fault);
         }
@@ -312,9 +318,23 @@ pub(super) fn scan(file: &Path, format: &str, head: u64) -> std::io::Result<Opti
 }
 
 /// Feeds everything read through it to a SHA-256.
-struct Hashing<R> {
+pub(crate) struct Hashing<R> {
     inner: R,
     sha: Sha256,
+}
+
+impl<R> Hashing<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        Hashing {
+            inner,
+            sha: Sha256::new(),
+        }
+    }
+
+    /// The SHA-256 of everything read.
+    pub(crate) fn finish(self) -> ChainHash {
+        ChainHash(self.sha.finalize().into())
+    }
 }
 
 impl<R: Read> Read for Hashing<R> {
@@ -326,10 +346,7 @@ impl<R: Read> Read for Hashing<R> {
 }
 
 fn scan_csv(file: std::fs::File) -> std::io::Result<Option<Scan>> {
-    let mut hashing = Hashing {
-        inner: std::io::BufReader::with_capacity(1 << 20, file),
-        sha: Sha256::new(),
-    };
+    let mut hashing = Hashing::new(std::io::BufReader::with_capacity(1 << 20, file));
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(&mut hashing);
@@ -348,7 +365,7 @@ fn scan_csv(file: std::fs::File) -> std::io::Result<Option<Scan>> {
     Ok(Some(Scan {
         count,
         links: None,
-        sha256: ChainHash(hashing.sha.finalize().into()),
+        sha256: hashing.finish(),
     }))
 }
 
