@@ -66,6 +66,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "the store merges the terms index's pending list",
         include_str!("../../migrations/postgres/0006_merge_terms.sql"),
     ),
+    (
+        7,
+        "the store's upkeep covers the resource names",
+        include_str!("../../migrations/postgres/0007_merge_names.sql"),
+    ),
 ];
 
 /// The schema used when none is configured.
