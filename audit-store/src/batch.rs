@@ -50,6 +50,35 @@ impl AttributesView<'_> {
             AttributesView::Json(text) => out.extend_from_slice(text.as_bytes()),
         }
     }
+
+    /// [`AttributesView::write_json`] into text (the batches' and the SQLite appender's
+    /// buffers).
+    pub(crate) fn push_json(&self, out: &mut String) {
+        match self {
+            // Serialising a map of JSON values into a String cannot fail.
+            AttributesView::Map(map) => {
+                let _ = serde_json::to_writer(StringWriter(out), map);
+            }
+            AttributesView::Json(text) => out.push_str(text),
+        }
+    }
+}
+
+/// Appends what `serde_json::to_writer` writes to a `String`. serde_json writes only valid
+/// UTF-8, so the lossy branch never runs.
+struct StringWriter<'a>(&'a mut String);
+
+impl std::io::Write for StringWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.0.push_str(text),
+            Err(_) => self.0.push_str(&String::from_utf8_lossy(bytes)),
+        }
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// One event's fields, borrowed from an [`AuditEvent`] or from an [`EventBatch`]; the field
@@ -245,13 +274,7 @@ impl EventBatch {
         texts[14] = place(event.client_ip);
         texts[15] = place(event.user_agent);
         let start = self.text.len();
-        match event.attributes {
-            AttributesView::Json(json) => self.text.push_str(json),
-            AttributesView::Map(map) => {
-                // serde_json writes only valid UTF-8; a String's buffer takes it as text.
-                let _ = serde_json::to_writer(StringWriter(&mut self.text), map);
-            }
-        }
+        event.attributes.push_json(&mut self.text);
         texts[16] = Span {
             start,
             end: self.text.len(),
@@ -317,21 +340,6 @@ fn view<'a>(text: &'a str, row: &BatchRow) -> EventView<'a> {
         user_agent: optional(15),
         attributes: AttributesView::Json(required(16)),
         chain: row.chain,
-    }
-}
-
-/// `io::Write` into a `String` for serde_json, which writes only UTF-8.
-struct StringWriter<'a>(&'a mut String);
-
-impl std::io::Write for StringWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // serde_json hands over whole UTF-8 sequences per call.
-        let text = std::str::from_utf8(buf).map_err(std::io::Error::other)?;
-        self.0.push_str(text);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

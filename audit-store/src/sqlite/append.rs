@@ -17,6 +17,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, ffi, params};
 
 use super::terms::Filterable;
+use crate::batch::AttributesView;
 use crate::chain::{ChainHead, ChainVersion, content_digests};
 use crate::error::StoreError;
 use crate::event::AuditEvent;
@@ -94,9 +95,8 @@ pub(super) fn encode(events: &[AuditEvent], written: &Mutex<Written>) -> Encoded
         .new_values(events);
     for event in events {
         let filterable = Filterable::of(event);
-        // Serialising a map of JSON values into a String cannot fail.
         let attributes = span_of(&mut text, |text| {
-            let _ = serde_json::to_writer(StringWriter(text), &event.attributes);
+            AttributesView::Map(&event.attributes).push_json(text);
         });
         let terms = span_of(&mut text, |text| filterable.push_terms(text));
         let fields = [
@@ -148,23 +148,6 @@ fn span_of(text: &mut String, write: impl FnOnce(&mut String)) -> Span {
     Span {
         start,
         end: text.len() as u32,
-    }
-}
-
-/// Appends what `serde_json::to_writer` writes to a `String`. serde_json writes only valid
-/// UTF-8, so the lossy branch never runs.
-struct StringWriter<'a>(&'a mut String);
-
-impl std::io::Write for StringWriter<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => self.0.push_str(text),
-            Err(_) => self.0.push_str(&String::from_utf8_lossy(bytes)),
-        }
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
