@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row, SqlSafeStr};
 use uuid::Uuid;
@@ -546,14 +547,11 @@ impl Backend for PostgresStore {
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let mut qb = sql::select_page(&self.dialect(), plan, filter, scope, after, limit);
-        let rows = if matches!(plan, Plan::Candidates(_)) {
-            let mut tx = self.candidates_transaction().await?;
-            let rows = qb.build().fetch_all(&mut *tx).await?;
-            tx.commit().await?;
-            rows
-        } else {
-            qb.build().fetch_all(&self.pool).await?
-        };
+        let rows = self
+            .read_on(matches!(plan, Plan::Candidates(_)), move |connection| {
+                Box::pin(async move { Ok(qb.build().fetch_all(connection).await?) })
+            })
+            .await?;
         rows.iter().map(decode).collect()
     }
 
@@ -576,14 +574,10 @@ impl Backend for PostgresStore {
         limit: usize,
     ) -> Result<EventBatch, StoreError> {
         let mut qb = sql::select_page(&self.dialect(), plan, filter, scope, after, limit);
-        if matches!(plan, Plan::Candidates(_)) {
-            let mut tx = self.candidates_transaction().await?;
-            let batch = batch_rows(qb.build().fetch(&mut *tx), limit).await?;
-            tx.commit().await?;
-            Ok(batch)
-        } else {
-            batch_rows(qb.build().fetch(&self.pool), limit).await
-        }
+        self.read_on(matches!(plan, Plan::Candidates(_)), move |connection| {
+            Box::pin(async move { batch_rows(qb.build().fetch(connection), limit).await })
+        })
+        .await
     }
 
     async fn count_rows(
@@ -593,14 +587,14 @@ impl Backend for PostgresStore {
         scope: &TenantScope,
         limit: u64,
     ) -> Result<u64, StoreError> {
-        let mut qb = sql::select_count(&self.dialect(), plan, filter, scope, limit);
-        self.fetch_count(&mut qb, matches!(plan, Plan::Candidates(_)))
+        let qb = sql::select_count(&self.dialect(), plan, filter, scope, limit);
+        self.fetch_count(qb, matches!(plan, Plan::Candidates(_)))
             .await
     }
 
     async fn candidate_count(&self, groups: &TermGroups, limit: u64) -> Result<u64, StoreError> {
-        let mut qb = sql::select_candidate_count(&self.dialect(), groups, limit);
-        self.fetch_count(&mut qb, true).await
+        let qb = sql::select_candidate_count(&self.dialect(), groups, limit);
+        self.fetch_count(qb, true).await
     }
 
     async fn matching_names(&self, needle: &str, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -839,21 +833,35 @@ impl PostgresStore {
         Ok(tx)
     }
 
-    /// Runs a `SELECT count(*)` query, in a [`Self::candidates_transaction`] when it reads
-    /// the terms' candidates.
+    /// Runs `read` on one connection: in a [`Self::candidates_transaction`] when it reads
+    /// the terms' candidates, else on a connection of the pool. The one place that decides
+    /// how a page, a batch or a count is read.
+    async fn read_on<T, F>(&self, reads_candidates: bool, read: F) -> Result<T, StoreError>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, StoreError>>,
+    {
+        if reads_candidates {
+            let mut tx = self.candidates_transaction().await?;
+            let value = read(&mut tx).await?;
+            tx.commit().await?;
+            Ok(value)
+        } else {
+            let mut connection = self.pool.acquire().await?;
+            read(&mut connection).await
+        }
+    }
+
+    /// Runs a `SELECT count(*)` query ([`Self::read_on`]).
     async fn fetch_count(
         &self,
-        qb: &mut QueryBuilder<Postgres>,
+        mut qb: QueryBuilder<Postgres>,
         reads_candidates: bool,
     ) -> Result<u64, StoreError> {
-        let count: i64 = if reads_candidates {
-            let mut tx = self.candidates_transaction().await?;
-            let count = qb.build_query_scalar().fetch_one(&mut *tx).await?;
-            tx.commit().await?;
-            count
-        } else {
-            qb.build_query_scalar().fetch_one(&self.pool).await?
-        };
+        let count: i64 = self
+            .read_on(reads_candidates, move |connection| {
+                Box::pin(async move { Ok(qb.build_query_scalar().fetch_one(connection).await?) })
+            })
+            .await?;
         Ok(count.unsigned_abs())
     }
 }
