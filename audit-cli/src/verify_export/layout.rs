@@ -207,24 +207,34 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
     }
 }
 
-/// A row whose borrowed reading gives its chain hash; `None` (the row is then decoded in
-/// full) when it does not parse this way or its content does not give its hash, which only
-/// the decoded event decides (the hash covers the attributes' canonical form, and this
-/// reading hashes their text as it is: right for a match, not proof of a mismatch).
+/// Why [`borrowed_row`] gave no checked row.
+enum Reading {
+    /// Not an event (an object of chosen columns, an error line, damage): an event's serde
+    /// form would not parse either, as this reading takes exactly its fields.
+    NotAnEvent,
+    /// An event without a chain link.
+    Unlinked,
+    /// An event whose content did not give its hash as read here: only the decoded event
+    /// decides (the hash covers the attributes' canonical form, and this reading hashes
+    /// their text as it is: right for a match, not proof of a mismatch).
+    Decide,
+}
+
+/// A row whose borrowed reading gives its chain hash, or why not.
 fn text<'a>(value: &'a Option<Text<'_>>) -> Option<&'a str> {
     value.as_ref().map(|text| &*text.0)
 }
 
-fn borrowed_row(line: &str) -> Option<CheckedRow> {
-    let row: BorrowedRow<'_> = serde_json::from_str(line).ok()?;
-    let link = row.chain?;
+fn borrowed_row(line: &str) -> Result<CheckedRow, Reading> {
+    let row: BorrowedRow<'_> = serde_json::from_str(line).map_err(|_| Reading::NotAnEvent)?;
     let attributes = row.attributes.get();
     if !attributes.starts_with('{')
         || row.action.0.parse::<audit_store::Action>().is_err()
         || row.outcome.0.parse::<audit_store::Outcome>().is_err()
     {
-        return None;
+        return Err(Reading::NotAnEvent);
     }
+    let link = row.chain.ok_or(Reading::Unlinked)?;
     let view = EventView {
         id: row.id,
         occurred_at: row.occurred_at,
@@ -249,7 +259,10 @@ fn borrowed_row(line: &str) -> Option<CheckedRow> {
         attributes: AttributesView::Json(attributes),
         chain: Some(link),
     };
-    (link.recompute_view(&view) == link.hash).then_some(CheckedRow {
+    if link.recompute_view(&view) != link.hash {
+        return Err(Reading::Decide);
+    }
+    Ok(CheckedRow {
         link,
         modified: false,
         key: (row.occurred_at, row.id),
@@ -275,19 +288,23 @@ fn line(text: &str, format: &str) -> Option<Line> {
     if !row.starts_with('{') {
         return None;
     }
-    if let Some(row) = borrowed_row(row) {
-        return Some(Line::Event(row, comma));
-    }
-    if let Ok(event) = serde_json::from_str::<AuditEvent>(row) {
-        let link = event.chain?;
-        return Some(Line::Event(
-            CheckedRow {
-                link,
-                modified: link.recompute(&event) != link.hash,
-                key: (event.occurred_at, event.id),
-            },
-            comma,
-        ));
+    match borrowed_row(row) {
+        Ok(row) => return Some(Line::Event(row, comma)),
+        // An event without its link: not an export of every column.
+        Err(Reading::Unlinked) => return None,
+        Err(Reading::Decide) => {
+            let event = serde_json::from_str::<AuditEvent>(row).ok()?;
+            let link = event.chain?;
+            return Some(Line::Event(
+                CheckedRow {
+                    link,
+                    modified: link.recompute(&event) != link.hash,
+                    key: (event.occurred_at, event.id),
+                },
+                comma,
+            ));
+        }
+        Err(Reading::NotAnEvent) => {}
     }
     let probe: Probe = serde_json::from_str(row).ok()?;
     if probe.chain.is_some() || (probe.error.is_some() && probe.id.is_none()) {
