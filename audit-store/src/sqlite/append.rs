@@ -8,15 +8,17 @@
 //! ([`Appender::append`]) takes the write lock (`BEGIN IMMEDIATE`), links the batch after the
 //! stored head (the short sequential chaining steps), inserts, and commits; after any failure
 //! it rolls back, or drops the connection when even that fails, so the next attempt starts
-//! clean.
+//! clean. The blocking side runs on the store's writer thread (`writer_thread.rs`).
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU8;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, ffi, params};
 
 use super::terms::Filterable;
+use super::writer_thread::WriterThread;
 use crate::batch::AttributesView;
 use crate::chain::{ChainHead, ChainVersion, content_digests};
 use crate::error::StoreError;
@@ -183,13 +185,17 @@ pub(super) struct Appender {
     pub(super) written: Mutex<Written>,
     busy_timeout: Duration,
     synchronous: &'static str,
+    /// Where everything touching `connection` runs.
+    thread: WriterThread,
 }
 
 impl Appender {
+    /// `niceness`: how much lower than the process's the writer thread's priority is.
     pub(super) fn new(
         location: Location,
         busy_timeout: Duration,
         synchronous: &'static str,
+        niceness: Arc<AtomicU8>,
     ) -> Arc<Self> {
         Arc::new(Appender {
             location,
@@ -197,7 +203,17 @@ impl Appender {
             written: Mutex::new(Written::default()),
             busy_timeout,
             synchronous,
+            thread: WriterThread::new(niceness),
         })
+    }
+
+    /// Runs `work` with this appender on the writer thread.
+    pub(super) async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Appender) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let appender = self.clone();
+        self.thread.run(move || work(&appender)).await
     }
 
     pub(super) fn location(&self) -> &Location {

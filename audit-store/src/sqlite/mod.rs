@@ -11,11 +11,13 @@ mod forwarding;
 mod index;
 mod terms;
 mod write;
+mod writer_thread;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -108,6 +110,9 @@ pub struct SqliteStore {
     /// connect, or on first use for a store on the host's pool.
     own: Arc<OnceCell<Own>>,
     signer: Option<Arc<CheckpointSigner>>,
+    /// How much lower than the process's the writer thread's priority is
+    /// ([`SqliteStore::with_writer_niceness`]); shared with that thread.
+    writer_niceness: Arc<AtomicU8>,
 }
 
 /// The store's own connections to its database.
@@ -119,11 +124,11 @@ struct Own {
 
 impl Own {
     /// Connections to `location` that wait up to `busy_timeout` for another writer's lock.
-    fn new(location: Location, busy_timeout: Duration) -> Self {
+    fn new(location: Location, busy_timeout: Duration, writer_niceness: Arc<AtomicU8>) -> Self {
         Own {
             bulk: BulkReader::new(location.clone(), busy_timeout),
             // `synchronous = FULL`: a committed event survives power loss.
-            appender: Appender::new(location, busy_timeout, "FULL"),
+            appender: Appender::new(location, busy_timeout, "FULL", writer_niceness),
         }
     }
 }
@@ -187,11 +192,14 @@ impl SqliteStore {
                 (reader, Location::File(file))
             }
         };
+        let writer_niceness = Arc::new(AtomicU8::new(writer_thread::DEFAULT_NICENESS));
+        let own = Own::new(location, BUSY_TIMEOUT, writer_niceness.clone());
         let store = Self {
             writer,
             reader,
-            own: Arc::new(OnceCell::new_with(Some(Own::new(location, BUSY_TIMEOUT)))),
+            own: Arc::new(OnceCell::new_with(Some(own))),
             signer: None,
+            writer_niceness,
         };
         store.migrate().await?;
         Ok(store)
@@ -208,6 +216,7 @@ impl SqliteStore {
             writer: pool,
             own: Arc::new(OnceCell::new()),
             signer: None,
+            writer_niceness: Arc::new(AtomicU8::new(writer_thread::DEFAULT_NICENESS)),
         }
     }
 
@@ -228,7 +237,11 @@ impl SqliteStore {
                     .fetch_one(&self.writer)
                     .await?;
                 let busy_timeout = Duration::from_millis(busy_ms.try_into().unwrap_or(0));
-                Ok::<_, StoreError>(Own::new(Location::File(file), busy_timeout))
+                Ok::<_, StoreError>(Own::new(
+                    Location::File(file),
+                    busy_timeout,
+                    self.writer_niceness.clone(),
+                ))
             })
             .await
     }
@@ -271,6 +284,28 @@ impl SqliteStore {
         self
     }
 
+    /// How much lower than the rest of the process the store's writer thread runs: its nice
+    /// value over the process's (Linux; elsewhere the thread keeps the process's priority).
+    /// The default, 10, lets the kernel serve the host's requests first and write the audit
+    /// log in the CPU time left over, so a burst of commits does not add to response times;
+    /// events wait in the recorder's bounded queue instead. 0 runs the writer like any other
+    /// thread (a host whose requests wait for durable commits may prefer that when its cores
+    /// are saturated). Takes effect at the writer's next job, also for clones of this store,
+    /// which share the writer. Raising the priority back needs `CAP_SYS_NICE`; without it
+    /// the thread stays where it is and the store logs a warning.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), audit_store::StoreError> {
+    /// let store = audit_store::SqliteStore::connect("sqlite::memory:").await?.with_writer_niceness(5);
+    /// # drop(store); Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+    /// ```
+    pub fn with_writer_niceness(self, niceness: u8) -> Self {
+        self.writer_niceness
+            .store(niceness.min(39), Ordering::Relaxed);
+        self
+    }
+
     /// Applies the store's embedded migrations (idempotent).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         self.migrate_through(i64::MAX).await
@@ -305,10 +340,7 @@ impl SqliteStore {
         // its default spool directory beside it.
         let own = self.own().await?;
         if last_version >= 5 {
-            let appender = own.appender.clone();
-            tokio::task::spawn_blocking(move || index::build_missing(&appender))
-                .await
-                .map_err(|e| StoreError::Background(format!("indexing stopped: {e}")))??;
+            own.appender.run(index::build_missing).await?;
         }
         Ok(())
     }
@@ -319,10 +351,10 @@ impl SqliteStore {
     #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub async fn limit_append_pages(&self, extra_pages: Option<i64>) -> Result<i64, StoreError> {
-        let appender = self.own().await?.appender.clone();
-        tokio::task::spawn_blocking(move || appender.limit_pages(extra_pages))
+        let own = self.own().await?;
+        own.appender
+            .run(move |appender| appender.limit_pages(extra_pages))
             .await
-            .map_err(|e| StoreError::Background(e.to_string()))?
     }
 
     /// The pool writes go through.

@@ -155,13 +155,10 @@ impl SqliteStore {
     }
 }
 
-/// Encodes `events` and writes them on a blocking thread.
+/// Encodes `events` and writes them on the writer thread.
 async fn write(appender: &Arc<Appender>, events: &[AuditEvent]) -> Result<Appended, StoreError> {
     let batch = append::encode(events, &appender.written);
-    let appender = appender.clone();
-    tokio::task::spawn_blocking(move || appender.append(&batch))
-        .await
-        .map_err(|e| StoreError::Background(format!("a SQLite append failed to finish: {e}")))?
+    appender.run(move |appender| appender.append(&batch)).await
 }
 
 /// The chain links stored under the batch's ids.
