@@ -338,3 +338,101 @@ async fn a_released_postgres_database_is_upgraded_in_place() {
     fast_path_is_canonical(store.fast_canonical_rows(0, 10_000).await.unwrap(), &store).await;
     testing::drop_postgres_schema(&store).await.unwrap();
 }
+
+/// Migration 0008 replaces the STRICT terms function that computed the terms of every event
+/// stored before it: those stored terms must equal what the new (inlined) function computes,
+/// and the filters must find old and new events alike.
+#[tokio::test]
+async fn postgres_terms_stored_before_0008_match_the_inlined_function() {
+    let Some(url) =
+        testing::postgres_url("postgres_terms_stored_before_0008_match_the_inlined_function")
+    else {
+        return;
+    };
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let schema = format!("audit_test_{}", uuid::Uuid::now_v7().simple());
+    let before = PostgresStore::new(pool.clone(), &schema).unwrap();
+    before.migrate_only_through(7).await.unwrap();
+    let strict = format!(
+        "SELECT p.proisstrict FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+         WHERE n.nspname = '{schema}' AND p.proname = 'audit_term'"
+    );
+    let is_strict = || sqlx::query_scalar::<_, bool>(AssertSqlSafe(strict.clone()));
+    assert!(is_strict().fetch_one(&pool).await.unwrap());
+    let old = old_events(40);
+    before.append(&old).await.unwrap();
+
+    let store = PostgresStore::new(pool.clone(), &schema).unwrap();
+    store.migrate().await.unwrap();
+    assert!(!is_strict().fetch_one(&pool).await.unwrap());
+    // The same events again under new ids, now with terms from the inlined function.
+    let new: Vec<AuditEvent> = old
+        .iter()
+        .cloned()
+        .map(|mut event| {
+            event.id = uuid::Uuid::now_v7();
+            event
+        })
+        .collect();
+    store.append(&new).await.unwrap();
+
+    let recomputed = format!(
+        "SELECT count(*) FROM {schema}.audit_events WHERE terms IS DISTINCT FROM array_remove(ARRAY[\
+         {schema}.audit_term('t', tenant), {schema}.audit_term('c', category), \
+         {schema}.audit_term('a', action), {schema}.audit_term('o', outcome), \
+         {schema}.audit_term('u', actor_id), {schema}.audit_term('e', lower(actor_email)), \
+         {schema}.audit_term('r', resource_id), {schema}.audit_term('n', resource_name), \
+         {schema}.audit_term('q', request_id)], NULL)"
+    );
+    let differing: i64 = sqlx::query_scalar(AssertSqlSafe(recomputed))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        differing, 0,
+        "stored terms differ from the inlined function's"
+    );
+
+    for (filter, per_copy) in [
+        (
+            EventFilter {
+                tenants: vec!["acme".into()],
+                ..EventFilter::default()
+            },
+            20,
+        ),
+        (
+            EventFilter {
+                users: vec!["user-1".into()],
+                resource_id: Some("r-1".into()),
+                ..EventFilter::default()
+            },
+            2,
+        ),
+        (
+            EventFilter {
+                request_id: Some(old[7].request_id.clone()),
+                ..EventFilter::default()
+            },
+            1,
+        ),
+        (
+            EventFilter {
+                users: vec!["User2@Acme.test".into()],
+                categories: vec!["Dataset Rule".into()],
+                resource_name: Some("source 2".into()),
+                ..EventFilter::default()
+            },
+            // n % 4 == 2, n % 3 != 0, n % 5 == 2: 2, 22.
+            2,
+        ),
+    ] {
+        let found: Vec<AuditEvent> = store
+            .export(filter.clone(), TenantScope::All)
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 2 * per_copy, "{filter:?}");
+    }
+    testing::drop_postgres_schema(&store).await.unwrap();
+}

@@ -72,6 +72,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "the store's upkeep covers the resource names",
         include_str!("../../migrations/postgres/0007_merge_names.sql"),
     ),
+    (
+        8,
+        "the terms function inlined",
+        include_str!("../../migrations/postgres/0008_inline_terms.sql"),
+    ),
 ];
 
 /// The schema used when none is configured.
