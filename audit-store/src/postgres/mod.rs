@@ -74,8 +74,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         8,
-        "the terms function inlined, fewer analyses while the log grows",
-        include_str!("../../migrations/postgres/0008_append_upkeep.sql"),
+        "the terms function inlined",
+        include_str!("../../migrations/postgres/0008_inline_terms.sql"),
     ),
 ];
 
