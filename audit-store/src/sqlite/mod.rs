@@ -301,8 +301,8 @@ impl SqliteStore {
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
     /// ```
     pub fn with_writer_niceness(self, niceness: u8) -> Self {
-        self.writer_niceness
-            .store(niceness.min(39), Ordering::Relaxed);
+        // The thread caps its nice value at 19 itself.
+        self.writer_niceness.store(niceness, Ordering::Relaxed);
         self
     }
 
