@@ -77,6 +77,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "the terms function inlined",
         include_str!("../../migrations/postgres/0008_inline_terms.sql"),
     ),
+    (
+        9,
+        "only the filtered columns analysed",
+        include_str!("../../migrations/postgres/0009_analyse_filtered_columns.sql"),
+    ),
 ];
 
 /// The schema used when none is configured.
