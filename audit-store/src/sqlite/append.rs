@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, ffi, params};
 
+use super::checkpointer::{Checkpointer, FALLBACK_PAGES};
 use super::terms::Filterable;
 use super::writer_thread::WriterThread;
 use crate::batch::AttributesView;
@@ -208,6 +209,8 @@ pub(super) struct Appender {
     synchronous: &'static str,
     /// Where everything touching `connection` runs.
     thread: WriterThread,
+    /// Copies the committed log into the database file, off the writer thread.
+    checkpoints: Checkpointer,
 }
 
 impl Appender {
@@ -219,6 +222,7 @@ impl Appender {
         niceness: Arc<AtomicU8>,
     ) -> Arc<Self> {
         Arc::new(Appender {
+            checkpoints: Checkpointer::new(&location, synchronous, niceness.clone()),
             location,
             connection: Mutex::new(None),
             written: Mutex::new(Written::default()),
@@ -251,10 +255,12 @@ impl Appender {
             .map_err(write_error)?;
         // A 64 MiB page cache: an append touches the table's and two indexes' right edges
         // and the terms index's segments; keeping them in memory keeps appends flat as the
-        // table grows.
+        // table grows. The log is checkpointed by `checkpoints`; this connection only does
+        // it itself if the log reaches FALLBACK_PAGES.
         connection
             .execute_batch(&format!(
-                "PRAGMA synchronous = {}; PRAGMA cache_size = -65536;",
+                "PRAGMA synchronous = {}; PRAGMA cache_size = -65536; \
+                 PRAGMA wal_autocheckpoint = {FALLBACK_PAGES};",
                 self.synchronous
             ))
             .map_err(write_error)?;
@@ -285,6 +291,7 @@ impl Appender {
             .and_then(|()| work(connection))
             .and_then(|value| {
                 connection.execute_batch("COMMIT").map_err(write_error)?;
+                self.checkpoints.nudge();
                 Ok(value)
             });
         if result.is_err() && !connection.is_autocommit() {

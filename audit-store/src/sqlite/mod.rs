@@ -7,6 +7,7 @@
 
 mod append;
 mod bulk_read;
+mod checkpointer;
 mod forwarding;
 mod index;
 mod terms;
@@ -789,10 +790,21 @@ impl AuditStore for SqliteStore {
 
     async fn flush(&self) -> Result<(), StoreError> {
         // TRUNCATE waits for readers (up to the busy timeout) and leaves an empty WAL file.
-        // An in-memory database has no WAL, and SQLite answers the pragma with a no-op.
-        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
-            .fetch_one(&self.writer)
-            .await?;
+        // An in-memory database has no WAL, and SQLite answers the pragma with a no-op. A
+        // checkpoint running meanwhile (the store's background one, `checkpointer.rs`, takes
+        // a few milliseconds) makes it give up at once, so it is tried again a few times.
+        let mut busy = 0;
+        for attempt in 0..FLUSH_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (busy, _, _) = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&self.writer)
+                .await?;
+            if busy == 0 {
+                break;
+            }
+        }
         if busy != 0 {
             tracing::warn!(
                 "audit store: a reader kept the SQLite WAL from being checkpointed completely"
@@ -801,6 +813,10 @@ impl AuditStore for SqliteStore {
         Ok(())
     }
 }
+
+/// How often [`AuditStore::flush`] tries to truncate the log before it reports a reader in
+/// the way.
+const FLUSH_ATTEMPTS: usize = 10;
 
 impl SqliteStore {
     /// Checkpoints in the order (and number) `order` gives.

@@ -101,8 +101,9 @@ fn serve(mut jobs: mpsc::Receiver<Job>, niceness: &AtomicU8) {
     }
 }
 
-/// The writer thread's scheduling priority, relative to the one it started with.
-struct ThreadPriority {
+/// A store thread's scheduling priority, relative to the one it started with (the writer's
+/// and the checkpoint thread's, `checkpointer.rs`).
+pub(super) struct ThreadPriority {
     /// The thread's nice value when it started (the process's), if it could be read.
     base: Option<i32>,
     /// The niceness over `base` set last.
@@ -111,13 +112,13 @@ struct ThreadPriority {
 
 impl ThreadPriority {
     #[cfg(target_os = "linux")]
-    fn of_this_thread() -> Self {
+    pub(super) fn of_this_thread() -> Self {
         let base = rustix::process::getpriority_process(Some(rustix::thread::gettid())).ok();
         ThreadPriority { base, applied: 0 }
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn of_this_thread() -> Self {
+    pub(super) fn of_this_thread() -> Self {
         ThreadPriority {
             base: None,
             applied: 0,
@@ -127,7 +128,7 @@ impl ThreadPriority {
     /// Makes the thread's nice value `niceness` above the base (at most 19), if it is not so
     /// already. Lowering works for any user; raising it again needs `CAP_SYS_NICE`, so a
     /// refusal is logged and tried again at the next change only.
-    fn lower_by(&mut self, niceness: u8) {
+    pub(super) fn lower_by(&mut self, niceness: u8) {
         if niceness == self.applied {
             return;
         }
