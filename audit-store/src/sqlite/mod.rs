@@ -292,8 +292,9 @@ impl SqliteStore {
     /// events wait in the recorder's bounded queue instead. 0 runs the writer like any other
     /// thread (a host whose requests wait for durable commits may prefer that when its cores
     /// are saturated). Takes effect at the writer's next job, also for clones of this store,
-    /// which share the writer. Raising the priority back needs `CAP_SYS_NICE`; without it
-    /// the thread stays where it is and the store logs a warning.
+    /// which share the writer. The store's checkpoint thread (which copies the write-ahead
+    /// log into the database file) follows the same setting. Raising the priority back needs
+    /// `CAP_SYS_NICE`; without it the thread stays where it is and the store logs a warning.
     ///
     /// ```
     /// # async fn demo() -> Result<(), audit_store::StoreError> {
