@@ -793,19 +793,19 @@ impl AuditStore for SqliteStore {
         // TRUNCATE waits for readers (up to the busy timeout) and leaves an empty WAL file.
         // An in-memory database has no WAL, and SQLite answers the pragma with a no-op. A
         // checkpoint running meanwhile (the store's background one, `checkpointer.rs`, takes
-        // a few milliseconds) makes it give up at once, so it is tried again a few times.
-        let mut busy = 0;
-        for attempt in 0..FLUSH_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            (busy, _, _) = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
+        // a few milliseconds) makes it give up at once, without waiting, so it is tried again
+        // until BUSY_TIMEOUT has passed in all; an attempt that waited that long for a reader
+        // is the last, as before.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        let busy = loop {
+            let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
                 .fetch_one(&self.writer)
                 .await?;
-            if busy == 0 {
-                break;
+            if busy == 0 || std::time::Instant::now() >= deadline {
+                break busy;
             }
-        }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         if busy != 0 {
             tracing::warn!(
                 "audit store: a reader kept the SQLite WAL from being checkpointed completely"
@@ -814,10 +814,6 @@ impl AuditStore for SqliteStore {
         Ok(())
     }
 }
-
-/// How often [`AuditStore::flush`] tries to truncate the log before it reports a reader in
-/// the way.
-const FLUSH_ATTEMPTS: usize = 10;
 
 impl SqliteStore {
     /// Checkpoints in the order (and number) `order` gives.
