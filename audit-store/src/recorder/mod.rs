@@ -323,6 +323,10 @@ pub struct RecorderBuilder {
     store: Arc<dyn AuditStore>,
     config: RecorderConfig,
     publisher: Option<Arc<dyn CheckpointPublisher>>,
+    /// Whether the batch shape was chosen (`max_batch_events`, `max_batch_wait`, `config`):
+    /// otherwise [`RecorderBuilder::delivery`] gives the mode's own.
+    batch_events_chosen: bool,
+    batch_wait_chosen: bool,
 }
 
 impl fmt::Debug for RecorderBuilder {
@@ -353,17 +357,21 @@ impl RecorderBuilder {
         self.config.reserved_bytes_per_event = bytes;
         self
     }
-    /// Most events per transaction (default 500).
+    /// Most events per transaction (default 2,000 buffered, 500 durable:
+    /// [`DeliveryMode::default_max_batch_events`]), whichever is set first.
     pub fn max_batch_events(mut self, events: usize) -> Self {
         self.config.max_batch_events = events;
+        self.batch_events_chosen = true;
         self
     }
-    /// How long the writer lingers after the first event of a batch for more (default 5 ms).
-    /// Events that arrive while a batch is being written never wait for this. In durable
-    /// mode the linger also ends as soon as every reserved event has been submitted, since
-    /// nobody else is about to join and every submitter is waiting for the commit.
+    /// How long the writer lingers after the first event of a batch for more (default 50 ms
+    /// buffered, 5 ms durable: [`DeliveryMode::default_max_batch_wait`]), whichever is set
+    /// first. Events that arrive while a batch is being written never wait for this. In
+    /// durable mode the linger also ends as soon as every reserved event has been submitted,
+    /// since nobody else is about to join and every submitter is waiting for the commit.
     pub fn max_batch_wait(mut self, wait: Duration) -> Self {
         self.config.max_batch_wait = wait;
+        self.batch_wait_chosen = true;
         self
     }
     /// How long an admission waits for capacity before the overload policy applies
@@ -372,9 +380,31 @@ impl RecorderBuilder {
         self.config.admission_wait = wait;
         self
     }
-    /// Buffered (default) or durable delivery.
+    /// Buffered (default) or durable delivery. The batch shape follows the mode unless
+    /// [`max_batch_events`](Self::max_batch_events) or
+    /// [`max_batch_wait`](Self::max_batch_wait) chose it.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use audit_store::{DeliveryMode, Recorder, SqliteStore};
+    /// let recorder = Recorder::builder(SqliteStore::connect("sqlite::memory:").await?)
+    ///     .max_batch_events(100)
+    ///     .delivery(DeliveryMode::Durable)
+    ///     .start()?;
+    /// assert_eq!(recorder.config().max_batch_events, 100);
+    /// assert_eq!(recorder.config().max_batch_wait, Duration::from_millis(5));
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+    /// ```
     pub fn delivery(mut self, mode: DeliveryMode) -> Self {
         self.config.delivery = mode;
+        if !self.batch_events_chosen {
+            self.config.max_batch_events = mode.default_max_batch_events();
+        }
+        if !self.batch_wait_chosen {
+            self.config.max_batch_wait = mode.default_max_batch_wait();
+        }
         self
     }
     /// Reject (default) or proceed when saturated.
@@ -436,9 +466,12 @@ impl RecorderBuilder {
         self.publisher = Some(Arc::new(publisher));
         self
     }
-    /// Replaces every setting at once.
+    /// Replaces every setting at once (the batch shape included: a later
+    /// [`delivery`](Self::delivery) keeps it).
     pub fn config(mut self, config: RecorderConfig) -> Self {
         self.config = config;
+        self.batch_events_chosen = true;
+        self.batch_wait_chosen = true;
         self
     }
 
@@ -572,6 +605,8 @@ impl Recorder {
             store: Arc::new(store),
             config: RecorderConfig::default(),
             publisher: None,
+            batch_events_chosen: false,
+            batch_wait_chosen: false,
         }
     }
 

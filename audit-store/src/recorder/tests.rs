@@ -239,6 +239,41 @@ fn start_outside_a_runtime_is_an_error() {
     assert!(matches!(invalid, Err(StartError::InvalidConfig(_))));
 }
 
+#[test]
+fn the_batch_shape_follows_the_delivery_mode_unless_chosen() {
+    let shape = |builder: RecorderBuilder| {
+        (
+            builder.config.max_batch_events,
+            builder.config.max_batch_wait,
+        )
+    };
+    let builder = || Recorder::builder(Arc::new(NoStore));
+    let ms = Duration::from_millis;
+    assert_eq!(shape(builder()), (2_000, ms(50)));
+    assert_eq!(
+        shape(builder().delivery(DeliveryMode::Durable)),
+        (500, ms(5))
+    );
+    // Back and forth: each mode's own shape.
+    let round_trip = builder()
+        .delivery(DeliveryMode::Durable)
+        .delivery(DeliveryMode::Buffered);
+    assert_eq!(shape(round_trip), (2_000, ms(50)));
+    // A chosen value stays, before or after the mode; the other follows the mode.
+    let before = builder()
+        .max_batch_wait(ms(50))
+        .delivery(DeliveryMode::Durable);
+    assert_eq!(shape(before), (500, ms(50)));
+    let after = builder()
+        .delivery(DeliveryMode::Durable)
+        .max_batch_events(2_000);
+    assert_eq!(shape(after), (2_000, ms(5)));
+    // A whole configuration is taken as it is.
+    let config = RecorderConfig::for_delivery(DeliveryMode::Buffered);
+    let replaced = builder().config(config).delivery(DeliveryMode::Durable);
+    assert_eq!(shape(replaced), (2_000, ms(50)));
+}
+
 /// Only for the runtime check above: never reached.
 #[derive(Debug)]
 struct NoStore;
