@@ -40,6 +40,7 @@ mod indexing;
 mod query;
 mod recorder;
 mod reliability;
+mod runtime;
 mod sanitize;
 mod sql;
 mod store;

@@ -162,12 +162,15 @@ impl PostgresStore {
         conn: &mut PgConnection,
         events: &[AuditEvent],
     ) -> Result<NewValues, StoreError> {
-        let digests = content_digests(events);
-        let new = self
-            .written
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .new_values(events);
+        // The batch's CPU-heavy part (up to 2,000 digests): see `runtime.rs`.
+        let (digests, new) = crate::runtime::off_the_workers(|| {
+            let new = self
+                .written
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .new_values(events);
+            (content_digests(events), new)
+        });
         let head = self.read_head(conn, true).await?;
         let (links, new_head) = head.extend_with(&digests);
         let c = Columns::of(events, &links);

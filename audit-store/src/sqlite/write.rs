@@ -157,7 +157,7 @@ impl SqliteStore {
 
 /// Encodes `events` and writes them on the writer thread.
 async fn write(appender: &Arc<Appender>, events: &[AuditEvent]) -> Result<Appended, StoreError> {
-    let batch = append::encode(events, &appender.written);
+    let batch = crate::runtime::off_the_workers(|| append::encode(events, &appender.written));
     appender.run(move |appender| appender.append(&batch)).await
 }
 
