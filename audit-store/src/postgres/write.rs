@@ -22,6 +22,12 @@ use crate::sql;
 /// a query's scan of the list stays short, large enough for the merge to work in bulk.
 const MERGE_TERMS_EVERY: u64 = 5_000;
 
+/// What [`PostgresStore::prepare`] computes for a batch before its transaction.
+struct Prepared {
+    digests: Vec<[u8; 32]>,
+    new: NewValues,
+}
+
 /// The store's count of events appended since the last merge of the terms index's pending
 /// list (migration 0006), and whether a merge is running.
 #[derive(Debug, Default)]
@@ -69,8 +75,13 @@ impl PostgresStore {
         if events.is_empty() {
             return Ok(());
         }
-        let events = crate::sanitize::storable(events);
-        let error = match self.in_transaction(&events).await {
+        // The batch's CPU-heavy part, sanitising and digesting: see `runtime.rs`.
+        let (events, prepared) = crate::runtime::off_the_workers(|| {
+            let events = crate::sanitize::storable(events);
+            let prepared = self.prepare(&events);
+            (events, prepared)
+        });
+        let error = match self.in_transaction(&events, prepared).await {
             Ok(()) => return Ok(()),
             Err(error) => error,
         };
@@ -82,17 +93,38 @@ impl PostgresStore {
         if unstored.is_empty() {
             return Ok(());
         }
-        self.in_transaction(&unstored).await.map_err(classify)
+        let prepared = crate::runtime::off_the_workers(|| self.prepare(&unstored));
+        self.in_transaction(&unstored, prepared)
+            .await
+            .map_err(classify)
+    }
+
+    /// The batch's content digests and the facet values and names this store has not
+    /// written yet: what [`PostgresStore::insert_batch`] needs besides the events.
+    fn prepare(&self, events: &[AuditEvent]) -> Prepared {
+        let new = self
+            .written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .new_values(events);
+        Prepared {
+            digests: content_digests(events),
+            new,
+        }
     }
 
     /// Inserts the batch in one transaction. On any failure the transaction is rolled back
     /// explicitly, and a connection that cannot even do that is closed rather than returned
     /// to the pool, so the next attempt starts on a clean connection.
-    async fn in_transaction(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+    async fn in_transaction(
+        &self,
+        events: &[AuditEvent],
+        prepared: Prepared,
+    ) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
         let written = async {
             sqlx::query("BEGIN").execute(&mut *conn).await?;
-            let new = self.insert_batch(&mut conn, events).await?;
+            let new = self.insert_batch(&mut conn, events, prepared).await?;
             sqlx::query("COMMIT").execute(&mut *conn).await?;
             Ok::<_, StoreError>(new)
         }
@@ -161,16 +193,8 @@ impl PostgresStore {
         &self,
         conn: &mut PgConnection,
         events: &[AuditEvent],
+        Prepared { digests, new }: Prepared,
     ) -> Result<NewValues, StoreError> {
-        // The batch's CPU-heavy part (up to 2,000 digests): see `runtime.rs`.
-        let (digests, new) = crate::runtime::off_the_workers(|| {
-            let new = self
-                .written
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .new_values(events);
-            (content_digests(events), new)
-        });
         let head = self.read_head(conn, true).await?;
         let (links, new_head) = head.extend_with(&digests);
         let c = Columns::of(events, &links);

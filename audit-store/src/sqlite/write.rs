@@ -9,7 +9,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
 use super::SqliteStore;
-use super::append::{self, Appended, Appender};
+use super::append::{self, Appended, Appender, EncodedBatch};
 use crate::chain::{ChainLink, StoredLinkRow};
 use crate::error::StoreError;
 use crate::event::AuditEvent;
@@ -27,9 +27,14 @@ impl SqliteStore {
         if events.is_empty() {
             return Ok(());
         }
-        let events = crate::sanitize::storable(events);
         let appender = self.own().await?.appender.clone();
-        if write(&appender, &events).await? == Appended::Written {
+        // The batch's CPU-heavy part, sanitising and encoding: see `runtime.rs`.
+        let (events, batch) = crate::runtime::off_the_workers(|| {
+            let events = crate::sanitize::storable(events);
+            let batch = append::encode(&events, &appender.written);
+            (events, batch)
+        });
+        if write(&appender, batch).await? == Appended::Written {
             return Ok(());
         }
         let mut conn = self.writer.acquire().await?;
@@ -39,7 +44,9 @@ impl SqliteStore {
         if unstored.is_empty() {
             return Ok(());
         }
-        match write(&appender, &unstored).await? {
+        let batch =
+            crate::runtime::off_the_workers(|| append::encode(&unstored, &appender.written));
+        match write(&appender, batch).await? {
             Appended::Written => Ok(()),
             // Another writer stored some of them meanwhile: the next attempt sorts it out.
             Appended::DuplicateId => Err(StoreError::DatabaseWrite(
@@ -155,9 +162,8 @@ impl SqliteStore {
     }
 }
 
-/// Encodes `events` and writes them on the writer thread.
-async fn write(appender: &Arc<Appender>, events: &[AuditEvent]) -> Result<Appended, StoreError> {
-    let batch = crate::runtime::off_the_workers(|| append::encode(events, &appender.written));
+/// Writes an encoded batch on the writer thread.
+async fn write(appender: &Arc<Appender>, batch: EncodedBatch) -> Result<Appended, StoreError> {
     appender.run(move |appender| appender.append(&batch)).await
 }
 
