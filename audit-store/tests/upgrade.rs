@@ -522,3 +522,83 @@ async fn postgres_analyses_only_the_filtered_columns_after_0009() {
     assert_eq!(found.len(), 3);
     testing::drop_postgres_schema(&store).await.unwrap();
 }
+
+/// Migration 0010: the upkeep analyses a table once it changed by as many rows as it held
+/// at its last analysis (it doubled), not by a fifth. A schema migrated through 0009 and
+/// analysed is migrated in place and reads the same; then 150 more events on 200 analysed
+/// ones leave the statistics alone (0009 would have analysed: 150 > 40), and 100 more (250
+/// in all) renew them. Autovacuum is off for the table, so only the upkeep analyses it.
+#[tokio::test]
+async fn postgres_upkeep_analyses_a_table_when_it_doubled_after_0010() {
+    let Some(url) =
+        testing::postgres_url("postgres_upkeep_analyses_a_table_when_it_doubled_after_0010")
+    else {
+        return;
+    };
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let schema = format!("audit_test_{}", uuid::Uuid::now_v7().simple());
+    let before = PostgresStore::new(pool.clone(), &schema).unwrap();
+    before.migrate_only_through(9).await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "ALTER TABLE {schema}.audit_events SET (autovacuum_enabled = false)"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let upkeep = format!("SELECT {schema}.audit_merge_terms()");
+    // The cumulative statistics reach pg_stat_user_tables up to a second after a commit.
+    let events_table_stats = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT analyze_count, n_mod_since_analyze FROM pg_stat_user_tables \
+             WHERE schemaname = $1 AND relname = 'audit_events'",
+        )
+        .bind(&schema)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let upkeep_once_modified = |modified: i64| {
+        let (upkeep, events_table_stats) = (upkeep.clone(), &events_table_stats);
+        let pool = pool.clone();
+        async move {
+            for _ in 0..100 {
+                if events_table_stats().await.1 >= modified {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            assert_eq!(events_table_stats().await.1, modified);
+            sqlx::query(AssertSqlSafe(upkeep))
+                .execute(&pool)
+                .await
+                .unwrap();
+            events_table_stats().await.0
+        }
+    };
+
+    before.append(&old_events(200)).await.unwrap();
+    assert_eq!(
+        upkeep_once_modified(200).await,
+        1,
+        "never analysed: analysed"
+    );
+    let stored_before = everything(&before).await;
+
+    let store = PostgresStore::new(pool.clone(), &schema).unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(everything(&store).await, stored_before);
+
+    store.append(&old_events(150)).await.unwrap();
+    assert_eq!(
+        upkeep_once_modified(150).await,
+        1,
+        "150 of 200 changed: kept"
+    );
+    store.append(&old_events(100)).await.unwrap();
+    assert_eq!(
+        upkeep_once_modified(250).await,
+        2,
+        "250 of 200 changed: analysed"
+    );
+    testing::drop_postgres_schema(&store).await.unwrap();
+}

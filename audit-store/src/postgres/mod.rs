@@ -82,6 +82,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "only the filtered columns analysed",
         include_str!("../../migrations/postgres/0009_analyse_filtered_columns.sql"),
     ),
+    (
+        10,
+        "the upkeep analyses a table when it doubled",
+        include_str!("../../migrations/postgres/0010_analyse_when_doubled.sql"),
+    ),
 ];
 
 /// The schema used when none is configured.
